@@ -1,0 +1,131 @@
+//! `flux_core::load`: a FLUX transformer from a released checkpoint, whatever its layout.
+
+mod bfl;
+mod diffusers;
+mod infer;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::DType;
+use burn::tensor::backend::Backend;
+
+use crate::io::{KeyMap, LoadOptions, Weights, load_module};
+use crate::{Error, Flux, FluxConfig, Result};
+use bfl::BflKeys;
+use diffusers::DiffusersKeys;
+pub use infer::infer_config;
+
+/// The key layouts a FLUX transformer checkpoint comes in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointLayout {
+    /// BFL's own keys (`img_in.weight`, `double_blocks.0.img_attn.qkv.weight`, ...) under
+    /// `prefix`: empty for `flux1-dev.safetensors`, `model.diffusion_model.` for ComfyUI files.
+    Bfl {
+        /// Prefix of every transformer key.
+        prefix: String,
+    },
+    /// diffusers' `FluxTransformer2DModel` keys (`x_embedder.weight`, `transformer_blocks.0.attn.to_q.weight`, ...).
+    Diffusers,
+}
+
+impl CheckpointLayout {
+    /// Recognises the layout from the stored keys.
+    ///
+    /// # Errors
+    /// [`Error::UnknownLayout`] listing a few of the keys found.
+    pub fn detect(weights: &Weights) -> Result<Self> {
+        const COMFY: &str = "model.diffusion_model.";
+        if weights.contains(&format!("{COMFY}img_in.weight")) {
+            return Ok(Self::Bfl {
+                prefix: COMFY.into(),
+            });
+        }
+        if weights.contains("img_in.weight") {
+            return Ok(Self::Bfl {
+                prefix: String::new(),
+            });
+        }
+        if weights.contains("x_embedder.weight") {
+            return Ok(Self::Diffusers);
+        }
+        let sample: Vec<&str> = weights.keys().take(8).collect();
+        Err(Error::UnknownLayout(format!(
+            "no `img_in.weight` (BFL), `model.diffusion_model.img_in.weight` (ComfyUI) or \
+             `x_embedder.weight` (diffusers) among {} tensors; first keys: {sample:?}",
+            weights.len()
+        )))
+    }
+
+    pub(crate) fn key_map(&self) -> Box<dyn KeyMap> {
+        match self {
+            Self::Bfl { prefix } => Box::new(BflKeys {
+                prefix: prefix.clone(),
+            }),
+            Self::Diffusers => Box::new(DiffusersKeys),
+        }
+    }
+}
+
+/// Options of [`load_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadConfig {
+    /// Use this config instead of inferring one from the tensor shapes (it must still match
+    /// them). Needed only for unusual RoPE splits in files that carry no `config.json`.
+    pub config: Option<FluxConfig>,
+    /// Float dtype of the parameters; `None`: the device's default float dtype.
+    pub dtype: Option<DType>,
+}
+
+/// Loads a FLUX transformer: a `.safetensors` file, or a folder (diffusers `transformer/` with
+/// shards and index, or a whole diffusers pipeline folder holding `transformer/`). BFL,
+/// ComfyUI and diffusers key layouts; f32, f16, bf16 and fp8 (e4m3fn, e5m2, ComfyUI scaled)
+/// stored; the config is inferred from the tensor shapes (and `config.json` when present).
+/// Tensors are read one at a time from memory-mapped files.
+///
+/// # Errors
+/// Every [`Error`] of reading and matching a checkpoint: I/O, corrupt or truncated files,
+/// unknown layout, missing or unexpected keys (named), shape mismatches, unsupported dtypes.
+pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Flux<B>> {
+    load_with(path, device, LoadConfig::default())
+}
+
+/// [`load`] with options.
+///
+/// # Errors
+/// As [`load`], plus [`Error::InvalidConfig`] for an invalid explicit config.
+pub fn load_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    options: LoadConfig,
+) -> Result<Flux<B>> {
+    let path = resolve(path.as_ref());
+    let weights = Weights::open(&path)?;
+    let layout = CheckpointLayout::detect(&weights)?;
+    let config = match options.config {
+        Some(config) => config,
+        None => infer_config(&weights, &layout, config_json(&path).as_deref())?,
+    };
+    let model = config.try_init::<B>(device)?;
+    let options = LoadOptions {
+        dtype: options.dtype,
+        deny_unexpected: true,
+    };
+    load_module(model, &weights, layout.key_map().as_ref(), device, options)
+}
+
+/// A pipeline folder stands for its `transformer/` subfolder.
+fn resolve(path: &Path) -> PathBuf {
+    let sub = path.join("transformer");
+    if path.is_dir() && sub.is_dir() {
+        sub
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// The diffusers `config.json` beside the weights, if there is one.
+fn config_json(path: &Path) -> Option<PathBuf> {
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let file = dir.join("config.json");
+    file.is_file().then_some(file)
+}

@@ -1,0 +1,92 @@
+//! [`DoubleStreamBlock`]: image and text streams with their own weights and one joint attention.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::attention::{SelfAttention, attention};
+use crate::mlp::Mlp;
+use crate::modulation::Modulation;
+use crate::norm::layer_norm;
+use crate::rope::RopeTable;
+
+/// BFL `DoubleStreamBlock`.
+#[derive(Module, Debug)]
+pub struct DoubleStreamBlock<B: Backend> {
+    /// Image-stream modulation (two triples: attention, MLP).
+    pub img_mod: Modulation<B>,
+    /// Image-stream attention weights.
+    pub img_attn: SelfAttention<B>,
+    /// Image-stream MLP.
+    pub img_mlp: Mlp<B>,
+    /// Text-stream modulation.
+    pub txt_mod: Modulation<B>,
+    /// Text-stream attention weights.
+    pub txt_attn: SelfAttention<B>,
+    /// Text-stream MLP.
+    pub txt_mlp: Mlp<B>,
+    #[module(skip)]
+    num_heads: usize,
+}
+
+impl<B: Backend> DoubleStreamBlock<B> {
+    /// A block of width `hidden`.
+    pub fn new(
+        hidden: usize,
+        heads: usize,
+        mlp_hidden: usize,
+        qkv_bias: bool,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            img_mod: Modulation::new(hidden, true, device),
+            img_attn: SelfAttention::new(hidden, heads, qkv_bias, device),
+            img_mlp: Mlp::new(hidden, mlp_hidden, device),
+            txt_mod: Modulation::new(hidden, true, device),
+            txt_attn: SelfAttention::new(hidden, heads, qkv_bias, device),
+            txt_mlp: Mlp::new(hidden, mlp_hidden, device),
+            num_heads: heads,
+        }
+    }
+
+    /// # Shapes
+    /// - img: `[b, n_img, hidden]`, txt: `[b, n_txt, hidden]`, vec: `[b, hidden]`
+    /// - pe: tables for the joint sequence (text first), `[b, 1, n_txt + n_img, head_dim / 2]`
+    /// - returns (img, txt) with the input shapes
+    pub fn forward(
+        &self,
+        img: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        vec: Tensor<B, 2>,
+        pe: &RopeTable<B>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let (img_mod1, img_mod2) = self.img_mod.forward(vec.clone());
+        let (txt_mod1, txt_mod2) = self.txt_mod.forward(vec);
+        let (img_mod2, txt_mod2) = (img_mod2.expect("double"), txt_mod2.expect("double"));
+
+        let (img_q, img_k, img_v) = self
+            .img_attn
+            .qkv(img_mod1.modulate(layer_norm(img.clone())), self.num_heads);
+        let (txt_q, txt_k, txt_v) = self
+            .txt_attn
+            .qkv(txt_mod1.modulate(layer_norm(txt.clone())), self.num_heads);
+
+        let q = Tensor::cat(vec![txt_q, img_q], 2);
+        let k = Tensor::cat(vec![txt_k, img_k], 2);
+        let v = Tensor::cat(vec![txt_v, img_v], 2);
+        let attn = attention(q, k, v, pe);
+        let n_txt = txt.dims()[1];
+        let n_img = img.dims()[1];
+        let txt_attn = attn.clone().narrow(1, 0, n_txt);
+        let img_attn = attn.narrow(1, n_txt, n_img);
+
+        let img = img + img_mod1.gate * self.img_attn.proj.forward(img_attn);
+        let img = img.clone()
+            + img_mod2.gate.clone() * self.img_mlp.forward(img_mod2.modulate(layer_norm(img)));
+
+        let txt = txt + txt_mod1.gate * self.txt_attn.proj.forward(txt_attn);
+        let txt = txt.clone()
+            + txt_mod2.gate.clone() * self.txt_mlp.forward(txt_mod2.modulate(layer_norm(txt)));
+        (img, txt)
+    }
+}

@@ -1,0 +1,275 @@
+//! Filling a burn module from a checkpoint through a key table.
+//!
+//! The module tree is walked with a [`ModuleMapper`]; each parameter's path (field names joined
+//! by `.`, e.g. `double_blocks.3.img_attn.qkv.weight`) is looked up in a [`KeyMap`], which says
+//! which stored tensor(s) make it. Parameters are replaced without ever running their random
+//! initialisation, one tensor at a time, so loading never holds two copies of the weights.
+
+use std::collections::BTreeSet;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::Weights;
+use crate::{Error, Result};
+
+/// How one module parameter is made from stored tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// One stored tensor, as is.
+    Key(String),
+    /// Stored tensors concatenated along dimension 0 (e.g. diffusers' separate `to_q`, `to_k`,
+    /// `to_v` into BFL's fused `qkv`).
+    Concat(Vec<String>),
+    /// One stored tensor with its two halves along dimension 0 swapped (diffusers'
+    /// `norm_out.linear` stores (scale, shift) where BFL stores (shift, scale)).
+    SwapHalves(String),
+}
+
+impl Source {
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Source::Key(k) | Source::SwapHalves(k) => vec![k],
+            Source::Concat(ks) => ks.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The table from module parameter paths to stored tensors, for one checkpoint layout.
+pub trait KeyMap {
+    /// Which stored tensor(s) make the parameter at `path`.
+    fn source(&self, path: &str) -> Source;
+
+    /// Stored tensors this layout knows and deliberately does not load (never "unexpected").
+    fn ignored(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+/// Options for [`load_module`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// The float dtype of the loaded parameters; `None`: the device's default float dtype.
+    pub dtype: Option<DType>,
+    /// Fail on stored tensors that no parameter uses (and the key map does not ignore).
+    pub deny_unexpected: bool,
+}
+
+/// Loads every float parameter of `module` from `weights` through `map`.
+///
+/// `Linear` weights are stored `[out, in]` (PyTorch) and burn keeps `[in, out]`: they are
+/// transposed on the way in, and shape errors are reported in the checkpoint's convention.
+/// fp8 weights with a companion `<name>.scale_weight` tensor (ComfyUI's scaled fp8) are
+/// multiplied by that scale.
+///
+/// # Errors
+/// [`Error::MissingKeys`] naming every absent tensor, [`Error::ShapeMismatch`],
+/// [`Error::UnexpectedKeys`] (when asked), [`Error::UnsupportedDtype`], [`Error::NonFinite`].
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    weights: &Weights,
+    map: &dyn KeyMap,
+    device: &B::Device,
+    options: LoadOptions,
+) -> Result<M> {
+    let mut loader = Loader::<B> {
+        weights,
+        map,
+        device,
+        options,
+        path: Vec::new(),
+        containers: Vec::new(),
+        used: BTreeSet::new(),
+        missing: Vec::new(),
+        error: None,
+    };
+    let module = module.map(&mut loader);
+    if !loader.missing.is_empty() {
+        return Err(Error::MissingKeys(loader.missing));
+    }
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    if options.deny_unexpected {
+        let unexpected: Vec<String> = weights
+            .keys()
+            .filter(|k| !loader.used.contains(*k) && !map.ignored(k))
+            .map(str::to_string)
+            .collect();
+        if !unexpected.is_empty() {
+            return Err(Error::UnexpectedKeys(unexpected));
+        }
+    }
+    Ok(module)
+}
+
+struct Loader<'a, B: Backend> {
+    weights: &'a Weights,
+    map: &'a dyn KeyMap,
+    device: &'a B::Device,
+    options: LoadOptions,
+    path: Vec<String>,
+    containers: Vec<String>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    /// The first error other than a missing key (missing keys are all collected).
+    error: Option<Error>,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    /// Reads one stored tensor (fp8 scale applied), checking it is finite.
+    fn read(&mut self, key: &str) -> Result<TensorData> {
+        let mut data = self.weights.data(key)?;
+        self.used.insert(key.to_string());
+        if let Some(scale_key) = key
+            .strip_suffix(".weight")
+            .map(|s| format!("{s}.scale_weight"))
+        {
+            if self.weights.contains(&scale_key) {
+                let scale = to_f32(self.weights.data(&scale_key)?, &scale_key)?;
+                let &[s] = scale.as_slice() else {
+                    return Err(Error::ShapeMismatch {
+                        key: scale_key,
+                        expected: vec![1],
+                        found: vec![scale.len()],
+                    });
+                };
+                let shape = data.shape.to_vec();
+                let values = to_f32(data, key)?;
+                data = TensorData::new(
+                    values.into_iter().map(|v| v * s).collect::<Vec<f32>>(),
+                    shape,
+                );
+                self.used.insert(scale_key);
+            }
+        }
+        Ok(data)
+    }
+
+    /// Builds the tensor for a parameter whose checkpoint-convention shape is `shape`.
+    fn fetch(&mut self, path: &str, shape: &[usize]) -> Result<TensorData> {
+        let source = self.map.source(path);
+        let absent: Vec<String> = source
+            .keys()
+            .into_iter()
+            .filter(|k| !self.weights.contains(k))
+            .map(str::to_string)
+            .collect();
+        if !absent.is_empty() {
+            self.missing.extend(absent);
+            return Err(Error::MissingKeys(Vec::new()));
+        }
+        let (data, key) = match &source {
+            Source::Key(k) => (self.read(k)?, k.clone()),
+            Source::SwapHalves(k) => {
+                let data = self.read(k)?;
+                (swap_halves(data, k)?, k.clone())
+            }
+            Source::Concat(keys) => {
+                let parts = keys
+                    .iter()
+                    .map(|k| self.read(k))
+                    .collect::<Result<Vec<_>>>()?;
+                (concat_rows(parts, keys)?, keys.join(" + "))
+            }
+        };
+        if data.shape.as_slice() != shape {
+            return Err(Error::ShapeMismatch {
+                key,
+                expected: shape.to_vec(),
+                found: data.shape.to_vec(),
+            });
+        }
+        if !data.iter::<f32>().all(f32::is_finite) {
+            return Err(Error::NonFinite(key));
+        }
+        Ok(data)
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = self.path.join(".");
+        let linear_weight = D == 2
+            && self.path.last().is_some_and(|n| n == "weight")
+            && self.containers.last().is_some_and(|c| c == "Struct:Linear");
+        let mut shape = param.lazy_shape().dims::<D>().to_vec();
+        if linear_weight {
+            shape.reverse();
+        }
+        let data = match self.fetch(&path, &shape) {
+            Ok(data) => data,
+            Err(Error::MissingKeys(_)) => return param,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return param;
+            }
+        };
+        let mut tensor: Tensor<B, D> = match self.options.dtype {
+            Some(dtype) => Tensor::from_data(data, (self.device, dtype)),
+            None => Tensor::from_data(data, self.device),
+        };
+        if linear_weight {
+            tensor = tensor.transpose();
+        }
+        Param::initialized(param.id, tensor)
+    }
+}
+
+fn to_f32(data: TensorData, key: &str) -> Result<Vec<f32>> {
+    data.convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::BadInput(format!("tensor `{key}`: {e:?}")))
+}
+
+/// Swaps the two halves of a tensor along dimension 0.
+fn swap_halves(data: TensorData, key: &str) -> Result<TensorData> {
+    let shape = data.shape.to_vec();
+    if shape.first().is_none_or(|rows| rows % 2 != 0) {
+        return Err(Error::BadInput(format!(
+            "tensor `{key}` of shape {shape:?} cannot be split into two halves along dim 0"
+        )));
+    }
+    let values = to_f32(data, key)?;
+    let half = values.len() / 2;
+    let swapped: Vec<f32> = values[half..]
+        .iter()
+        .chain(&values[..half])
+        .copied()
+        .collect();
+    Ok(TensorData::new(swapped, shape))
+}
+
+/// Concatenates tensors along dimension 0 (all other dimensions must agree).
+fn concat_rows(parts: Vec<TensorData>, keys: &[String]) -> Result<TensorData> {
+    let tail = parts[0].shape[1..].to_vec();
+    let mut rows = 0;
+    let mut values = Vec::new();
+    for (part, key) in parts.into_iter().zip(keys) {
+        if part.shape[1..] != tail[..] {
+            let mut expected = vec![part.shape[0]];
+            expected.extend(&tail);
+            return Err(Error::ShapeMismatch {
+                key: key.clone(),
+                expected,
+                found: part.shape.to_vec(),
+            });
+        }
+        rows += part.shape[0];
+        values.extend(to_f32(part, key)?);
+    }
+    let mut shape = vec![rows];
+    shape.extend(tail);
+    Ok(TensorData::new(values, shape))
+}

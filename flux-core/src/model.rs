@@ -1,0 +1,204 @@
+//! [`Flux`]: the whole transformer (BFL `Flux`, `src/flux/model.py`).
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::double_block::DoubleStreamBlock;
+use crate::embed::{MlpEmbedder, timestep_embedding};
+use crate::last_layer::LastLayer;
+use crate::rope::{EmbedNd, RopeTable};
+use crate::single_block::SingleStreamBlock;
+use crate::{Error, FluxConfig, Result};
+
+/// Width of the sinusoidal timestep and guidance embeddings.
+const TIME_EMBED_DIM: usize = 256;
+
+/// The FLUX flow-matching transformer. Field names are the BFL checkpoint's keys.
+#[derive(Module, Debug)]
+pub struct Flux<B: Backend> {
+    /// Packed latent tokens -> hidden.
+    pub img_in: Linear<B>,
+    /// Timestep embedding -> hidden.
+    pub time_in: MlpEmbedder<B>,
+    /// Pooled CLIP vector -> hidden.
+    pub vector_in: MlpEmbedder<B>,
+    /// Guidance embedding -> hidden ([dev] only).
+    pub guidance_in: Option<MlpEmbedder<B>>,
+    /// T5 tokens -> hidden.
+    pub txt_in: Linear<B>,
+    /// Double-stream blocks.
+    pub double_blocks: Vec<DoubleStreamBlock<B>>,
+    /// Single-stream blocks.
+    pub single_blocks: Vec<SingleStreamBlock<B>>,
+    /// Final modulation and projection.
+    pub final_layer: LastLayer<B>,
+    #[module(skip)]
+    config: FluxConfig,
+}
+
+impl<B: Backend> Flux<B> {
+    /// Builds the module tree for a validated `config` (parameters stay lazily uninitialised).
+    pub(crate) fn new(config: FluxConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        let (heads, mlp) = (config.num_heads, config.mlp_hidden_dim());
+        Self {
+            img_in: LinearConfig::new(config.in_channels, h).init(device),
+            time_in: MlpEmbedder::new(TIME_EMBED_DIM, h, device),
+            vector_in: MlpEmbedder::new(config.vec_in_dim, h, device),
+            guidance_in: config
+                .guidance_embed
+                .then(|| MlpEmbedder::new(TIME_EMBED_DIM, h, device)),
+            txt_in: LinearConfig::new(config.context_in_dim, h).init(device),
+            double_blocks: (0..config.depth)
+                .map(|_| DoubleStreamBlock::new(h, heads, mlp, config.qkv_bias, device))
+                .collect(),
+            single_blocks: (0..config.depth_single_blocks)
+                .map(|_| SingleStreamBlock::new(h, heads, mlp, device))
+                .collect(),
+            final_layer: LastLayer::new(h, config.out_channels, device),
+            config,
+        }
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &FluxConfig {
+        &self.config
+    }
+
+    /// One velocity prediction, with the reference's signature.
+    ///
+    /// # Shapes
+    /// - img: `[b, n_img, in_channels]` packed 2x2 latent patches; img_ids: `[b, n_img, 3]`
+    /// - txt: `[b, n_txt, context_in_dim]`; txt_ids: `[b, n_txt, 3]`
+    /// - timesteps: `[b]` in [0, 1]; y: `[b, vec_in_dim]`; guidance: `[b]` ([dev] only)
+    /// - returns `[b, n_img, out_channels]`
+    ///
+    /// # Panics
+    /// On inconsistent shapes or a missing guidance for a guidance-distilled model; use
+    /// [`Flux::try_forward`] to get an [`Error`] instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        img: Tensor<B, 3>,
+        img_ids: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        txt_ids: Tensor<B, 3>,
+        timesteps: Tensor<B, 1>,
+        y: Tensor<B, 2>,
+        guidance: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, 3> {
+        self.try_forward(img, img_ids, txt, txt_ids, timesteps, y, guidance)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Flux::forward`] returning an error for bad inputs.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] describing the first inconsistent shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_forward(
+        &self,
+        img: Tensor<B, 3>,
+        img_ids: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        txt_ids: Tensor<B, 3>,
+        timesteps: Tensor<B, 1>,
+        y: Tensor<B, 2>,
+        guidance: Option<Tensor<B, 1>>,
+    ) -> Result<Tensor<B, 3>> {
+        let [b, n_img, _] = img.dims();
+        let [_, n_txt, _] = txt.dims();
+        expect_dims("img_ids", &img_ids.dims(), &[b, n_img, 3])?;
+        expect_dims("txt_ids", &txt_ids.dims(), &[b, n_txt, 3])?;
+        let pe = self.rope(txt_ids, img_ids)?;
+        self.try_forward_with_rope(img, txt, &pe, timesteps, y, guidance)
+    }
+
+    /// The rotary tables for a joint sequence (text first). They depend only on the ids, so a
+    /// sampler computes them once and reuses them at every step.
+    ///
+    /// # Shapes
+    /// - txt_ids: `[b, n_txt, 3]`, img_ids: `[b, n_img, 3]` -> tables `[b, 1, n_txt + n_img, head_dim/2]`
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for non-finite ids or mismatched batch sizes.
+    pub fn rope(&self, txt_ids: Tensor<B, 3>, img_ids: Tensor<B, 3>) -> Result<RopeTable<B>> {
+        let (tb, ib) = (txt_ids.dims()[0], img_ids.dims()[0]);
+        if tb != ib {
+            return Err(Error::BadInput(format!(
+                "txt_ids batch {tb} != img_ids batch {ib}"
+            )));
+        }
+        let ids = Tensor::cat(vec![txt_ids, img_ids], 1);
+        EmbedNd::new(self.config.theta, self.config.axes_dim).forward(ids)
+    }
+
+    /// [`Flux::try_forward`] with precomputed rotary tables (see [`Flux::rope`]).
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] describing the first inconsistent shape.
+    pub fn try_forward_with_rope(
+        &self,
+        img: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        pe: &RopeTable<B>,
+        timesteps: Tensor<B, 1>,
+        y: Tensor<B, 2>,
+        guidance: Option<Tensor<B, 1>>,
+    ) -> Result<Tensor<B, 3>> {
+        let c = &self.config;
+        let [b, n_img, _] = img.dims();
+        let [_, n_txt, _] = txt.dims();
+        expect_dims("img", &img.dims(), &[b, n_img, c.in_channels])?;
+        expect_dims("txt", &txt.dims(), &[b, n_txt, c.context_in_dim])?;
+        expect_dims("timesteps", &timesteps.dims(), &[b])?;
+        expect_dims("y", &y.dims(), &[b, c.vec_in_dim])?;
+        expect_dims(
+            "rope table",
+            &pe.cos.dims(),
+            &[b, 1, n_txt + n_img, c.head_dim() / 2],
+        )?;
+
+        let mut vec = self
+            .time_in
+            .forward(timestep_embedding(timesteps, TIME_EMBED_DIM));
+        match (&self.guidance_in, guidance) {
+            (Some(guidance_in), Some(g)) => {
+                expect_dims("guidance", &g.dims(), &[b])?;
+                vec = vec + guidance_in.forward(timestep_embedding(g, TIME_EMBED_DIM));
+            }
+            (Some(_), None) => {
+                return Err(Error::BadInput(
+                    "this model is guidance-distilled ([dev]): a guidance value is required".into(),
+                ));
+            }
+            // [schnell] ignores a guidance value, as the reference does.
+            (None, _) => {}
+        }
+        let vec = vec + self.vector_in.forward(y);
+
+        let mut img = self.img_in.forward(img);
+        let mut txt = self.txt_in.forward(txt);
+        for block in &self.double_blocks {
+            (img, txt) = block.forward(img, txt, vec.clone(), pe);
+        }
+        let mut x = Tensor::cat(vec![txt, img], 1);
+        for block in &self.single_blocks {
+            x = block.forward(x, vec.clone(), pe);
+        }
+        let img = x.narrow(1, n_txt, n_img);
+        Ok(self.final_layer.forward(img, vec))
+    }
+}
+
+fn expect_dims(what: &str, found: &[usize], expected: &[usize]) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::BadInput(format!(
+            "{what} has shape {found:?}, expected {expected:?}"
+        )))
+    }
+}

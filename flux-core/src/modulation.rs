@@ -1,0 +1,63 @@
+//! adaLN modulation: shift, scale and gate vectors computed from the conditioning vector.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+
+/// One (shift, scale, gate) triple, each `[b, 1, hidden]`.
+#[derive(Debug, Clone)]
+pub struct ModulationOut<B: Backend> {
+    /// Added after scaling.
+    pub shift: Tensor<B, 3>,
+    /// Applied as `1 + scale`.
+    pub scale: Tensor<B, 3>,
+    /// Multiplies the residual branch.
+    pub gate: Tensor<B, 3>,
+}
+
+impl<B: Backend> ModulationOut<B> {
+    /// `(1 + scale) * x + shift`.
+    ///
+    /// # Shapes
+    /// - x: `[b, seq, hidden]` -> `[b, seq, hidden]`
+    pub fn modulate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x * (self.scale.clone() + 1.0) + self.shift.clone()
+    }
+}
+
+/// `lin(silu(vec))` chunked into one (double = false) or two (double = true) triples in the
+/// order shift, scale, gate (BFL `Modulation`).
+#[derive(Module, Debug)]
+pub struct Modulation<B: Backend> {
+    /// `hidden -> multiplier * hidden`, multiplier 6 (double) or 3 (single).
+    pub lin: Linear<B>,
+    /// Two triples (double-stream block) or one (single-stream block).
+    #[module(skip)]
+    double: bool,
+}
+
+impl<B: Backend> Modulation<B> {
+    /// Modulation for `hidden` channels; `double` gives two triples.
+    pub fn new(hidden: usize, double: bool, device: &B::Device) -> Self {
+        let multiplier = if double { 6 } else { 3 };
+        Self {
+            lin: LinearConfig::new(hidden, multiplier * hidden).init(device),
+            double,
+        }
+    }
+
+    /// # Shapes
+    /// - vec: `[b, hidden]` -> triples of `[b, 1, hidden]`; the second is `Some` for double blocks
+    pub fn forward(&self, vec: Tensor<B, 2>) -> (ModulationOut<B>, Option<ModulationOut<B>>) {
+        let out = self.lin.forward(silu(vec)).unsqueeze_dim::<3>(1);
+        let chunks = out.chunk(if self.double { 6 } else { 3 }, 2);
+        let triple = |i: usize| ModulationOut {
+            shift: chunks[i].clone(),
+            scale: chunks[i + 1].clone(),
+            gate: chunks[i + 2].clone(),
+        };
+        (triple(0), self.double.then(|| triple(3)))
+    }
+}

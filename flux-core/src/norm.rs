@@ -1,0 +1,84 @@
+//! Normalisations: RMSNorm with a learned scale (q/k norm), LayerNorm without affine.
+
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor};
+
+/// Runs `f` on `x` in f32 and returns the result in `x`'s dtype (a no-op cast for f32).
+pub(crate) fn in_f32<B: Backend, const D: usize, const D2: usize>(
+    x: Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D2>,
+) -> Tensor<B, D2> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return f(x);
+    }
+    f(x.cast(FloatDType::F32)).cast(dtype)
+}
+
+/// RMSNorm over the last dimension with a learned `scale` (BFL `RMSNorm`, eps 1e-6).
+/// Statistics are computed in f32 whatever the model's dtype.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Per-channel scale, `[dim]`.
+    pub scale: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// A norm of width `dim` with scale 1.
+    pub fn new(dim: usize, device: &B::Device) -> Self {
+        Self {
+            scale: Param::from_tensor(Tensor::ones([dim], device)),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[..., dim]` -> `[..., dim]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let normed = in_f32(x, |x| {
+            let rrms = (x.clone().powi_scalar(2).mean_dim(D - 1) + 1e-6)
+                .sqrt()
+                .recip();
+            x * rrms
+        });
+        normed * self.scale.val().unsqueeze()
+    }
+}
+
+/// RMSNorm of queries and keys, per head (BFL `QKNorm`).
+#[derive(Module, Debug)]
+pub struct QkNorm<B: Backend> {
+    /// Norm applied to queries.
+    pub query_norm: RmsNorm<B>,
+    /// Norm applied to keys.
+    pub key_norm: RmsNorm<B>,
+}
+
+impl<B: Backend> QkNorm<B> {
+    /// Norms of width `head_dim`.
+    pub fn new(head_dim: usize, device: &B::Device) -> Self {
+        Self {
+            query_norm: RmsNorm::new(head_dim, device),
+            key_norm: RmsNorm::new(head_dim, device),
+        }
+    }
+
+    /// # Shapes
+    /// - q, k: `[b, heads, seq, head_dim]`, each normalised over `head_dim`
+    pub fn forward(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (self.query_norm.forward(q), self.key_norm.forward(k))
+    }
+}
+
+/// LayerNorm over the last dimension without learned affine (eps 1e-6), computed in f32.
+///
+/// # Shapes
+/// - x: `[..., dim]` -> `[..., dim]`
+pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    in_f32(x, |x| {
+        let mean = x.clone().mean_dim(D - 1);
+        let centered = x - mean;
+        let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+        centered / (var + 1e-6).sqrt()
+    })
+}

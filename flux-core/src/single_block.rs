@@ -1,0 +1,63 @@
+//! [`SingleStreamBlock`]: the joint sequence through attention and MLP side by side.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::backend::Backend;
+
+use crate::attention::{attention, split_qkv};
+use crate::modulation::Modulation;
+use crate::norm::{QkNorm, layer_norm};
+use crate::rope::RopeTable;
+
+/// BFL `SingleStreamBlock` (the parallel block of ViT-22B).
+#[derive(Module, Debug)]
+pub struct SingleStreamBlock<B: Backend> {
+    /// `hidden -> 3 * hidden + mlp_hidden`: q, k, v and the MLP input at once.
+    pub linear1: Linear<B>,
+    /// `hidden + mlp_hidden -> hidden`: attention output and MLP activation at once.
+    pub linear2: Linear<B>,
+    /// Per-head q/k norms.
+    pub norm: QkNorm<B>,
+    /// One (shift, scale, gate) triple.
+    pub modulation: Modulation<B>,
+    #[module(skip)]
+    num_heads: usize,
+    #[module(skip)]
+    hidden: usize,
+}
+
+impl<B: Backend> SingleStreamBlock<B> {
+    /// A block of width `hidden`.
+    pub fn new(hidden: usize, heads: usize, mlp_hidden: usize, device: &B::Device) -> Self {
+        Self {
+            linear1: LinearConfig::new(hidden, 3 * hidden + mlp_hidden).init(device),
+            linear2: LinearConfig::new(hidden + mlp_hidden, hidden).init(device),
+            norm: QkNorm::new(hidden / heads, device),
+            modulation: Modulation::new(hidden, false, device),
+            num_heads: heads,
+            hidden,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[b, seq, hidden]` (text tokens then image tokens), vec: `[b, hidden]`
+    /// - pe: `[b, 1, seq, head_dim / 2]`
+    /// - returns `[b, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>, vec: Tensor<B, 2>, pe: &RopeTable<B>) -> Tensor<B, 3> {
+        let (modulation, _) = self.modulation.forward(vec);
+        let x_mod = modulation.modulate(layer_norm(x.clone()));
+        let fused = self.linear1.forward(x_mod);
+        let [_, _, width] = fused.dims();
+        let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);
+        let mlp = fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden);
+        let (q, k, v) = split_qkv(qkv, self.num_heads);
+        let (q, k) = self.norm.forward(q, k);
+        let attn = attention(q, k, v, pe);
+        let out = self
+            .linear2
+            .forward(Tensor::cat(vec![attn, gelu_approximate(mlp)], 2));
+        x + modulation.gate * out
+    }
+}

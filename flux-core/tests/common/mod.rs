@@ -1,0 +1,73 @@
+//! Helpers shared by the flux-core integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use flux_core::io::Weights;
+
+/// Path of a fixture under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// A tensor from a fixture file.
+pub fn tensor<B: Backend, const D: usize>(
+    io: &Weights,
+    key: &str,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let data = io
+        .data(key)
+        .unwrap_or_else(|e| panic!("fixture tensor {key}: {e}"));
+    Tensor::from_data(data, device)
+}
+
+/// Max |a - b| over all elements; panics on shape mismatch.
+pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    use burn::tensor::ElementConversion;
+    (a - b).abs().max().into_scalar().elem::<f32>()
+}
+
+/// Inputs of one fixture case.
+pub struct Inputs<B: Backend> {
+    pub img: Tensor<B, 3>,
+    pub img_ids: Tensor<B, 3>,
+    pub txt: Tensor<B, 3>,
+    pub txt_ids: Tensor<B, 3>,
+    pub timesteps: Tensor<B, 1>,
+    pub y: Tensor<B, 2>,
+    pub guidance: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Inputs<B> {
+    pub fn read(io: &Weights, device: &B::Device) -> Self {
+        Self {
+            img: tensor(io, "img", device),
+            img_ids: tensor(io, "img_ids", device),
+            txt: tensor(io, "txt", device),
+            txt_ids: tensor(io, "txt_ids", device),
+            timesteps: tensor(io, "timesteps", device),
+            y: tensor(io, "y", device),
+            guidance: io
+                .contains("guidance")
+                .then(|| tensor(io, "guidance", device)),
+        }
+    }
+
+    pub fn run(&self, model: &flux_core::Flux<B>) -> Tensor<B, 3> {
+        model.forward(
+            self.img.clone(),
+            self.img_ids.clone(),
+            self.txt.clone(),
+            self.txt_ids.clone(),
+            self.timesteps.clone(),
+            self.y.clone(),
+            self.guidance.clone(),
+        )
+    }
+}
