@@ -97,7 +97,7 @@ impl FluxConfig {
     pub fn default_axes_dim(head_dim: usize) -> Option<[usize; 3]> {
         let (a, b) = (head_dim / 8, head_dim * 7 / 16);
         let axes = [a, b, b];
-        (head_dim % 16 == 0 && axes.iter().all(|d| d % 2 == 0 && *d > 0)).then_some(axes)
+        (head_dim.is_multiple_of(16) && axes.iter().all(|d| d % 2 == 0 && *d > 0)).then_some(axes)
     }
 
     /// Checks the config is consistent.
@@ -112,7 +112,7 @@ impl FluxConfig {
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "hidden_size {} is not divisible by num_heads {}",
                 self.hidden_size, self.num_heads

@@ -46,7 +46,7 @@ pub fn pack<B: Backend>(latents: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
 /// [`Error::BadInput`] if the token count or width does not fit `h x w`.
 pub fn unpack<B: Backend>(tokens: Tensor<B, 3>, h: usize, w: usize) -> Result<Tensor<B, 4>> {
     let [b, n, cp] = tokens.dims();
-    if h % 2 != 0 || w % 2 != 0 || n != (h / 2) * (w / 2) || cp % 4 != 0 {
+    if !h.is_multiple_of(2) || !w.is_multiple_of(2) || n != (h / 2) * (w / 2) || cp % 4 != 0 {
         return Err(Error::BadInput(format!(
             "cannot unpack tokens {:?} into a {h}x{w} latent grid",
             [b, n, cp]

@@ -125,24 +125,23 @@ impl<B: Backend> Loader<'_, B> {
         if let Some(scale_key) = key
             .strip_suffix(".weight")
             .map(|s| format!("{s}.scale_weight"))
+            && self.weights.contains(&scale_key)
         {
-            if self.weights.contains(&scale_key) {
-                let scale = to_f32(self.weights.data(&scale_key)?, &scale_key)?;
-                let &[s] = scale.as_slice() else {
-                    return Err(Error::ShapeMismatch {
-                        key: scale_key,
-                        expected: vec![1],
-                        found: vec![scale.len()],
-                    });
-                };
-                let shape = data.shape.to_vec();
-                let values = to_f32(data, key)?;
-                data = TensorData::new(
-                    values.into_iter().map(|v| v * s).collect::<Vec<f32>>(),
-                    shape,
-                );
-                self.used.insert(scale_key);
-            }
+            let scale = to_f32(self.weights.data(&scale_key)?, &scale_key)?;
+            let &[s] = scale.as_slice() else {
+                return Err(Error::ShapeMismatch {
+                    key: scale_key,
+                    expected: vec![1],
+                    found: vec![scale.len()],
+                });
+            };
+            let shape = data.shape.to_vec();
+            let values = to_f32(data, key)?;
+            data = TensorData::new(
+                values.into_iter().map(|v| v * s).collect::<Vec<f32>>(),
+                shape,
+            );
+            self.used.insert(scale_key);
         }
         Ok(data)
     }
