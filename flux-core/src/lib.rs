@@ -27,7 +27,7 @@ mod rope;
 mod single_block;
 
 pub use attention::{SelfAttention, attention, split_qkv};
-pub use checkpoint::{CheckpointLayout, LoadConfig, infer_config, load, load_with};
+pub use checkpoint::{CheckpointLayout, LoadConfig, infer_config, load, load_with, read_config};
 pub use config::FluxConfig;
 pub use double_block::DoubleStreamBlock;
 pub use embed::{MlpEmbedder, timestep_embedding};

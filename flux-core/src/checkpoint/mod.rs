@@ -113,6 +113,18 @@ pub fn load_with<B: Backend>(
     load_module(model, &weights, layout.key_map().as_ref(), device, options)
 }
 
+/// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to
+/// tell [dev] from [schnell] before committing memory to the weights.
+///
+/// # Errors
+/// As [`load`], short of the weights themselves.
+pub fn read_config(path: impl AsRef<Path>) -> Result<FluxConfig> {
+    let path = resolve(path.as_ref());
+    let weights = Weights::open(&path)?;
+    let layout = CheckpointLayout::detect(&weights)?;
+    infer_config(&weights, &layout, config_json(&path).as_deref())
+}
+
 /// A pipeline folder stands for its `transformer/` subfolder.
 fn resolve(path: &Path) -> PathBuf {
     let sub = path.join("transformer");
