@@ -1,0 +1,98 @@
+//! PNG output that says how an image was made: the generation parameters as text chunks.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use image::RgbImage;
+
+use crate::{Error, Result};
+
+/// The parameters written into a PNG's text chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageMetadata {
+    /// The prompt.
+    pub prompt: String,
+    /// The seed of the initial noise.
+    pub seed: u64,
+    /// Sampler steps.
+    pub steps: usize,
+    /// Guidance scale ([dev]); `None` for [schnell].
+    pub guidance: Option<f32>,
+    /// Model name, e.g. `FLUX.1-dev`.
+    pub model: String,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+}
+
+impl ImageMetadata {
+    /// Keyword/value pairs, in the order they are written.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let mut entries = vec![
+            ("prompt", self.prompt.clone()),
+            ("seed", self.seed.to_string()),
+            ("steps", self.steps.to_string()),
+        ];
+        if let Some(g) = self.guidance {
+            entries.push(("guidance", g.to_string()));
+        }
+        entries.extend([
+            ("model", self.model.clone()),
+            ("size", format!("{}x{}", self.width, self.height)),
+            ("software", format!("flux-rs {}", env!("CARGO_PKG_VERSION"))),
+        ]);
+        entries
+    }
+}
+
+/// Writes `image` as an 8-bit RGB PNG at `path` with `meta` as text chunks (`tEXt` when the
+/// value is Latin-1, `iTXt` — UTF-8 — otherwise, so any prompt survives).
+///
+/// # Errors
+/// [`Error::Output`] if the file cannot be written.
+pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) -> Result<()> {
+    let path = path.as_ref();
+    let fail = |e: &dyn std::fmt::Display| Error::Output(format!("writing {}: {e}", path.display()));
+    let file = File::create(path).map_err(|e| fail(&e))?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    for (key, value) in meta.entries() {
+        let added = if value.chars().all(|c| (c as u32) < 256) {
+            encoder.add_text_chunk(key.into(), value)
+        } else {
+            encoder.add_itxt_chunk(key.into(), value)
+        };
+        added.map_err(|e| fail(&e))?;
+    }
+    let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+    writer.write_image_data(image.as_raw()).map_err(|e| fail(&e))?;
+    writer.finish().map_err(|e| fail(&e))
+}
+
+/// Reads the text chunks of a PNG file (both `tEXt` and `iTXt`) as keyword/value pairs.
+///
+/// # Errors
+/// [`Error::Output`] if the file cannot be read or decoded.
+pub fn read_png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
+    let path = path.as_ref();
+    let fail = |e: &dyn std::fmt::Display| Error::Output(format!("reading {}: {e}", path.display()));
+    let file = File::open(path).map_err(|e| fail(&e))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_ignore_text_chunk(false);
+    let mut reader = decoder.read_info().map_err(|e| fail(&e))?;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    reader.next_frame(&mut buf).map_err(|e| fail(&e))?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for chunk in &info.utf8_text {
+        out.push((chunk.keyword.clone(), chunk.get_text().map_err(|e| fail(&e))?));
+    }
+    Ok(out)
+}

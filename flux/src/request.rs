@@ -1,0 +1,137 @@
+//! What to generate: [`GenerateRequest`], and the progress reports a caller can watch.
+
+use std::time::Duration;
+
+use image::DynamicImage;
+
+/// One generation call: prompts, size, sampler settings and the source of the initial noise.
+///
+/// Built with [`GenerateRequest::new`] and the `with_*` methods; defaults follow the released
+/// models (see [`crate::ModelKind`]): [dev] 28 steps, guidance 3.5; [schnell] 4 steps.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct GenerateRequest {
+    /// One prompt per image (or per group of `images_per_prompt` images).
+    pub prompts: Vec<String>,
+    /// Image width in pixels (a multiple of 16).
+    pub width: usize,
+    /// Image height in pixels (a multiple of 16).
+    pub height: usize,
+    /// Sampler steps; `None`: the model's default.
+    pub steps: Option<usize>,
+    /// Guidance scale ([dev] only); `None`: the model's default.
+    pub guidance: Option<f32>,
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Images per prompt.
+    pub images_per_prompt: usize,
+    /// Initial latents `[b, 16, h/8, w/8]` (row-major values) instead of seeded noise.
+    pub latents: Option<Vec<f32>>,
+    /// img2img: the image to start from and the strength in (0, 1] (1 = ignore the image).
+    pub init_image: Option<(DynamicImage, f32)>,
+}
+
+impl GenerateRequest {
+    /// A 1024x1024 request for `prompt` with the model's default steps and guidance, seed 0.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompts: vec![prompt.into()],
+            width: 1024,
+            height: 1024,
+            steps: None,
+            guidance: None,
+            seed: 0,
+            images_per_prompt: 1,
+            latents: None,
+            init_image: None,
+        }
+    }
+
+    /// Several prompts in one batch.
+    pub fn batch(prompts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self { prompts: prompts.into_iter().map(Into::into).collect(), ..Self::new("") }
+    }
+
+    /// Image size in pixels.
+    pub fn with_size(mut self, width: usize, height: usize) -> Self {
+        (self.width, self.height) = (width, height);
+        self
+    }
+
+    /// Sampler steps.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        self.steps = Some(steps);
+        self
+    }
+
+    /// Guidance scale.
+    pub fn with_guidance(mut self, guidance: f32) -> Self {
+        self.guidance = Some(guidance);
+        self
+    }
+
+    /// Seed of the initial noise.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Images per prompt.
+    pub fn with_images_per_prompt(mut self, n: usize) -> Self {
+        self.images_per_prompt = n;
+        self
+    }
+
+    /// Initial latents `[b, 16, h/8, w/8]`, row-major.
+    pub fn with_latents(mut self, latents: Vec<f32>) -> Self {
+        self.latents = Some(latents);
+        self
+    }
+
+    /// img2img from `image` with `strength` in (0, 1].
+    pub fn with_init_image(mut self, image: DynamicImage, strength: f32) -> Self {
+        self.init_image = Some((image, strength));
+        self
+    }
+
+    /// Total number of images.
+    pub fn batch_size(&self) -> usize {
+        self.prompts.len() * self.images_per_prompt
+    }
+}
+
+/// The stage a [`Progress`] report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Loading weights.
+    Loading,
+    /// Running the text encoders.
+    Encoding,
+    /// A sampler step.
+    Denoising,
+    /// Decoding latents with the VAE.
+    Decoding,
+}
+
+/// A progress report: `step` of `total` within `stage`, `elapsed` since `generate` began.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// What is running.
+    pub stage: Stage,
+    /// Steps done in this stage.
+    pub step: usize,
+    /// Steps in this stage.
+    pub total: usize,
+    /// Time since the call began.
+    pub elapsed: Duration,
+}
+
+/// A progress callback's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop: `generate` returns [`crate::Error::Cancelled`].
+    Cancel,
+}
