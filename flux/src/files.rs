@@ -65,8 +65,11 @@ impl ModelFiles {
                 dir.join(candidates[0])
             })
         };
-        let transformer =
-            first(&["transformer", "flux1-dev.safetensors", "flux1-schnell.safetensors"]);
+        let transformer = first(&[
+            "transformer",
+            "flux1-dev.safetensors",
+            "flux1-schnell.safetensors",
+        ]);
         let vae = first(&["vae", "ae.safetensors"]);
         let clip = first(&["text_encoder"]);
         let t5 = first(&["text_encoder_2"]);
@@ -80,9 +83,19 @@ impl ModelFiles {
             ClipTokenizerFiles::VocabMerges { vocab, merges }
         };
         if !missing.is_empty() {
-            return Err(Error::MissingFiles { missing, hint: WHERE_TO_GET.into() });
+            return Err(Error::MissingFiles {
+                missing,
+                hint: WHERE_TO_GET.into(),
+            });
         }
-        Ok(Self { transformer, vae, clip, t5, clip_tokenizer, t5_tokenizer })
+        Ok(Self {
+            transformer,
+            vae,
+            clip,
+            t5,
+            clip_tokenizer,
+            t5_tokenizer,
+        })
     }
 
     /// Checks that every named file or folder exists.
@@ -90,17 +103,29 @@ impl ModelFiles {
     /// # Errors
     /// [`Error::MissingFiles`] listing the absent ones.
     pub fn check(&self) -> Result<()> {
-        let mut paths = vec![&self.transformer, &self.vae, &self.clip, &self.t5, &self.t5_tokenizer];
+        let mut paths = vec![
+            &self.transformer,
+            &self.vae,
+            &self.clip,
+            &self.t5,
+            &self.t5_tokenizer,
+        ];
         match &self.clip_tokenizer {
             ClipTokenizerFiles::Json(p) => paths.push(p),
             ClipTokenizerFiles::VocabMerges { vocab, merges } => paths.extend([vocab, merges]),
         }
-        let missing: Vec<String> =
-            paths.into_iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+        let missing: Vec<String> = paths
+            .into_iter()
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(Error::MissingFiles { missing, hint: WHERE_TO_GET.into() })
+            Err(Error::MissingFiles {
+                missing,
+                hint: WHERE_TO_GET.into(),
+            })
         }
     }
 }

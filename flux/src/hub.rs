@@ -30,8 +30,14 @@ const FILES: &[&str] = &[
 
 /// Sharded weights: (index file, folder).
 const SHARDED: &[(&str, &str)] = &[
-    ("transformer/diffusion_pytorch_model.safetensors.index.json", "transformer"),
-    ("text_encoder_2/model.safetensors.index.json", "text_encoder_2"),
+    (
+        "transformer/diffusion_pytorch_model.safetensors.index.json",
+        "transformer",
+    ),
+    (
+        "text_encoder_2/model.safetensors.index.json",
+        "text_encoder_2",
+    ),
 ];
 
 /// Downloads (or finds in the cache) every file of `repo` a pipeline needs and returns them.
@@ -42,7 +48,13 @@ const SHARDED: &[(&str, &str)] = &[
 /// [`Error::Hub`] naming the repository, the file and what failed (offline, gated without a
 /// token, not found), with what to do about it.
 pub fn download(repo: &str, revision: Option<&str>) -> Result<ModelFiles> {
-    download_with(repo, &HubOptions { revision: revision.map(str::to_string), ..HubOptions::default() })
+    download_with(
+        repo,
+        &HubOptions {
+            revision: revision.map(str::to_string),
+            ..HubOptions::default()
+        },
+    )
 }
 
 /// Where and what to fetch; `None` fields take the environment's defaults.
@@ -91,7 +103,10 @@ pub fn download_with(repo: &str, options: &HubOptions) -> Result<ModelFiles> {
         fetch_shards(&api_repo, &fetch(index)?, index, &hub_error)?;
     }
     // BFL's `ae.safetensors` is not needed: the diffusers `vae/` is fetched above.
-    let snapshot: PathBuf = model_index.parent().map(Path::to_path_buf).unwrap_or_default();
+    let snapshot: PathBuf = model_index
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     ModelFiles::from_dir(snapshot)
 }
 

@@ -12,7 +12,11 @@ pub enum ModelKind {
 impl ModelKind {
     /// The kind of a transformer: guidance embedding means [dev].
     pub fn of(config: &flux_core::FluxConfig) -> Self {
-        if config.guidance_embed { Self::Dev } else { Self::Schnell }
+        if config.guidance_embed {
+            Self::Dev
+        } else {
+            Self::Schnell
+        }
     }
 
     /// Default sampler steps (diffusers' `FluxPipeline`: 28; schnell: 4).

@@ -54,7 +54,8 @@ impl ImageMetadata {
 /// [`Error::Output`] if the file cannot be written.
 pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) -> Result<()> {
     let path = path.as_ref();
-    let fail = |e: &dyn std::fmt::Display| Error::Output(format!("writing {}: {e}", path.display()));
+    let fail =
+        |e: &dyn std::fmt::Display| Error::Output(format!("writing {}: {e}", path.display()));
     let file = File::create(path).map_err(|e| fail(&e))?;
     let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
     encoder.set_color(png::ColorType::Rgb);
@@ -68,7 +69,9 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) 
         added.map_err(|e| fail(&e))?;
     }
     let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
-    writer.write_image_data(image.as_raw()).map_err(|e| fail(&e))?;
+    writer
+        .write_image_data(image.as_raw())
+        .map_err(|e| fail(&e))?;
     writer.finish().map_err(|e| fail(&e))
 }
 
@@ -78,7 +81,8 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) 
 /// [`Error::Output`] if the file cannot be read or decoded.
 pub fn read_png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
     let path = path.as_ref();
-    let fail = |e: &dyn std::fmt::Display| Error::Output(format!("reading {}: {e}", path.display()));
+    let fail =
+        |e: &dyn std::fmt::Display| Error::Output(format!("reading {}: {e}", path.display()));
     let file = File::open(path).map_err(|e| fail(&e))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_ignore_text_chunk(false);
@@ -92,7 +96,10 @@ pub fn read_png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
         .map(|c| (c.keyword.clone(), c.text.clone()))
         .collect();
     for chunk in &info.utf8_text {
-        out.push((chunk.keyword.clone(), chunk.get_text().map_err(|e| fail(&e))?));
+        out.push((
+            chunk.keyword.clone(),
+            chunk.get_text().map_err(|e| fail(&e))?,
+        ));
     }
     Ok(out)
 }

@@ -49,7 +49,10 @@ impl GenerateRequest {
 
     /// Several prompts in one batch.
     pub fn batch(prompts: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self { prompts: prompts.into_iter().map(Into::into).collect(), ..Self::new("") }
+        Self {
+            prompts: prompts.into_iter().map(Into::into).collect(),
+            ..Self::new("")
+        }
     }
 
     /// Image size in pixels.

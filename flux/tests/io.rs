@@ -21,7 +21,11 @@ fn png_keeps_pixels_and_metadata() {
     let back = image::open(&path).unwrap().to_rgb8();
     assert_eq!(back, image);
     let text = read_png_text(&path).unwrap();
-    let get = |k: &str| text.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        text.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("prompt"), Some("a café in Kyoto, 夜 🌙"));
     assert_eq!(get("seed"), Some("42"));
     assert_eq!(get("steps"), Some("28"));
@@ -43,7 +47,10 @@ fn png_to_unwritable_path_is_an_error() {
         height: 16,
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
-    assert!(err.to_string().contains("/nonexistent-dir/out.png"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/out.png"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -53,10 +60,19 @@ fn missing_model_dir_says_what_to_download() {
     let err = ModelFiles::from_dir(dir.path()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::MissingFiles { .. }), "{msg}");
-    for part in ["transformer", "text_encoder", "text_encoder_2", "tokenizer_2/tokenizer.json", "tokenizer/vocab.json"] {
+    for part in [
+        "transformer",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer_2/tokenizer.json",
+        "tokenizer/vocab.json",
+    ] {
         assert!(msg.contains(part), "{msg} should name {part}");
     }
-    assert!(!msg.contains("/vae"), "vae exists and must not be listed: {msg}");
+    assert!(
+        !msg.contains("/vae"),
+        "vae exists and must not be listed: {msg}"
+    );
     assert!(msg.contains("huggingface-cli download"), "{msg}");
     let err = ModelFiles::from_dir("/nonexistent/FLUX.1-dev").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/FLUX.1-dev"), "{err}");
@@ -69,7 +85,13 @@ fn bfl_files_at_the_top_are_found() {
     for sub in ["text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"] {
         std::fs::create_dir(d.join(sub)).unwrap();
     }
-    for file in ["flux1-schnell.safetensors", "ae.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/tokenizer.json"] {
+    for file in [
+        "flux1-schnell.safetensors",
+        "ae.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "tokenizer_2/tokenizer.json",
+    ] {
         std::fs::write(d.join(file), b"").unwrap();
     }
     let files = ModelFiles::from_dir(d).unwrap();
@@ -93,7 +115,14 @@ fn hub_download_offline_is_a_clear_error() {
     let err = flux::hub::download_with("black-forest-labs/FLUX.1-schnell", &options).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Hub { .. }), "{msg}");
-    assert!(msg.contains("black-forest-labs/FLUX.1-schnell") && msg.contains("model_index.json"), "{msg}");
+    assert!(
+        msg.contains("black-forest-labs/FLUX.1-schnell") && msg.contains("model_index.json"),
+        "{msg}"
+    );
     assert!(msg.contains("offline?"), "{msg}");
-    assert!(started.elapsed().as_secs() < 30, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
 }
