@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::norm::QkNorm;
 use crate::rope::{RopeTable, apply_rope};
+use crate::threads::host_threads;
 
 /// RoPE on `q` and `k`, scaled dot-product attention, heads merged (BFL `attention`).
 ///
@@ -22,22 +23,74 @@ pub fn attention<B: Backend>(
     v: Tensor<B, 4>,
     pe: &RopeTable<B>,
 ) -> Tensor<B, 3> {
-    let [b, h, seq, d] = q.dims();
     let (q, k) = (apply_rope(q, pe), apply_rope(k, pe));
-    let x = sdpa(q, k, v, None, None, AttentionModuleOptions::default());
-    x.swap_dims(1, 2).reshape([b, seq, h * d])
+    merge_heads(sdpa_heads(q, k, v))
+}
+
+/// `module::attention` over all heads; on the CPU backends the heads are split into groups
+/// run on their own threads (burn's CPU attention kernels run one head at a time).
+fn sdpa_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let run = |q, k, v| sdpa(q, k, v, None, None, AttentionModuleOptions::default());
+    let heads = q.dims()[1];
+    let groups = host_threads::<B>(&q.device()).min(heads);
+    if groups <= 1 {
+        return run(q, k, v);
+    }
+    let ranges: Vec<(usize, usize)> = (0..groups)
+        .map(|g| (g * heads / groups, (g + 1) * heads / groups))
+        .collect();
+    let part =
+        |t: &Tensor<B, 4>, (start, end): (usize, usize)| t.clone().narrow(1, start, end - start);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges[1..]
+            .iter()
+            .map(|&r| {
+                let (q, k, v) = (part(&q, r), part(&k, r), part(&v, r));
+                scope.spawn(move || run(q, k, v))
+            })
+            .collect();
+        let mut outs = vec![run(
+            part(&q, ranges[0]),
+            part(&k, ranges[0]),
+            part(&v, ranges[0]),
+        )];
+        for handle in handles {
+            outs.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            );
+        }
+        Tensor::cat(outs, 1)
+    })
+}
+
+/// `[b, heads, seq, head_dim]` -> `[b, seq, heads * head_dim]`, one head-sized block at a time
+/// (a plain copy per head instead of a strided 4-D transpose).
+fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, heads, seq, d] = x.dims();
+    let head = |i: usize| x.clone().narrow(1, i, 1).reshape([b, seq, d]);
+    Tensor::cat((0..heads).map(head).collect(), 2)
 }
 
 /// Splits a fused `[b, seq, 3 * heads * head_dim]` projection into q, k, v of
-/// `[b, heads, seq, head_dim]` each (the reference's `B L (K H D) -> K B H L D`).
+/// `[b, heads, seq, head_dim]` each (the reference's `B L (K H D) -> K B H L D`), contiguous.
 pub fn split_qkv<B: Backend>(
     qkv: Tensor<B, 3>,
     heads: usize,
 ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-    let [b, seq, width] = qkv.dims();
+    let [_, _, width] = qkv.dims();
     let d = width / (3 * heads);
-    let qkv = qkv.reshape([b, seq, 3, heads, d]).permute([2, 0, 3, 1, 4]);
-    let part = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+    // One [b, seq, head_dim] column block per head, stacked on a new head axis: plain 2-D
+    // copies, where a permute would make the backends walk a strided 5-D view.
+    let part = |i: usize| {
+        let head = |h: usize| {
+            qkv.clone()
+                .narrow(2, (i * heads + h) * d, d)
+                .unsqueeze_dim(1)
+        };
+        Tensor::cat((0..heads).map(head).collect(), 1)
+    };
     (part(0), part(1), part(2))
 }
 

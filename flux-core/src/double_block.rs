@@ -80,13 +80,13 @@ impl<B: Backend> DoubleStreamBlock<B> {
         let txt_attn = attn.clone().narrow(1, 0, n_txt);
         let img_attn = attn.narrow(1, n_txt, n_img);
 
-        let img = img + img_mod1.gate * self.img_attn.proj.forward(img_attn);
+        let img = img + self.img_attn.proj.forward(img_attn) * img_mod1.gate;
         let img = img.clone()
-            + img_mod2.gate.clone() * self.img_mlp.forward(img_mod2.modulate(layer_norm(img)));
+            + self.img_mlp.forward(img_mod2.modulate(layer_norm(img))) * img_mod2.gate.clone();
 
-        let txt = txt + txt_mod1.gate * self.txt_attn.proj.forward(txt_attn);
+        let txt = txt + self.txt_attn.proj.forward(txt_attn) * txt_mod1.gate;
         let txt = txt.clone()
-            + txt_mod2.gate.clone() * self.txt_mlp.forward(txt_mod2.modulate(layer_norm(txt)));
+            + self.txt_mlp.forward(txt_mod2.modulate(layer_norm(txt))) * txt_mod2.gate.clone();
         (img, txt)
     }
 }

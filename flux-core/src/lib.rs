@@ -25,6 +25,7 @@ mod norm;
 mod packing;
 mod rope;
 mod single_block;
+mod threads;
 
 pub use attention::{SelfAttention, attention, split_qkv};
 pub use checkpoint::{CheckpointLayout, LoadConfig, infer_config, load, load_with, read_config};
@@ -33,7 +34,7 @@ pub use double_block::DoubleStreamBlock;
 pub use embed::{MlpEmbedder, timestep_embedding};
 pub use error::{Error, Result};
 pub use last_layer::LastLayer;
-pub use mlp::Mlp;
+pub use mlp::{Mlp, gelu_tanh};
 pub use model::Flux;
 pub use modulation::{Modulation, ModulationOut};
 pub use norm::{QkNorm, RmsNorm, layer_norm};

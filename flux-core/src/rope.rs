@@ -13,12 +13,42 @@ use crate::norm::in_f32;
 use crate::{Error, Result};
 
 /// The cos/sin tables for one sequence of positions.
+///
+/// Besides the per-pair tables the reference builds, it keeps them expanded to the full head
+/// dimension and a pair-rotation matrix, so that [`apply_rope`] is one small matmul and three
+/// elementwise ops on contiguous tensors (see `apply_rope`).
 #[derive(Debug, Clone)]
 pub struct RopeTable<B: Backend> {
     /// `cos(pos * omega)`, `[b, 1, seq, head_dim / 2]`, f32.
     pub cos: Tensor<B, 4>,
     /// `sin(pos * omega)`, `[b, 1, seq, head_dim / 2]`, f32.
     pub sin: Tensor<B, 4>,
+    /// `cos` repeated for both members of each pair, flattened: `[b, 1, seq * head_dim]`.
+    cos_full: Tensor<B, 3>,
+    /// `sin` likewise: `[b, 1, seq * head_dim]`.
+    sin_full: Tensor<B, 3>,
+    /// `[head_dim, head_dim]`: `x @ rot` maps each pair `(x0, x1)` to `(-x1, x0)` exactly.
+    rot: Tensor<B, 2>,
+}
+
+impl<B: Backend> RopeTable<B> {
+    /// Tables from host values `[b * seq * half]` (token-major, pair-minor).
+    fn new(cos: Vec<f32>, sin: Vec<f32>, [b, seq, half]: [usize; 3], device: &B::Device) -> Self {
+        let d = 2 * half;
+        let full = |v: &[f32]| v.iter().flat_map(|&x| [x, x]).collect::<Vec<f32>>();
+        let mut rot = vec![0.0; d * d];
+        for i in 0..half {
+            rot[(2 * i + 1) * d + 2 * i] = -1.0;
+            rot[2 * i * d + 2 * i + 1] = 1.0;
+        }
+        Self {
+            cos_full: f32_tensor::<B, 3>(full(&cos), [b, 1, seq * d], device),
+            sin_full: f32_tensor::<B, 3>(full(&sin), [b, 1, seq * d], device),
+            rot: f32_tensor::<B, 2>(rot, [d, d], device),
+            cos: f32_tensor::<B, 4>(cos, [b, 1, seq, half], device),
+            sin: f32_tensor::<B, 4>(sin, [b, 1, seq, half], device),
+        }
+    }
 }
 
 /// Builds [`RopeTable`]s from position ids (BFL `EmbedNd`).
@@ -82,27 +112,25 @@ impl EmbedNd {
                 sin.push(angle.sin() as f32);
             }
         }
-        let table = |v: Vec<f32>| f32_tensor::<B, 4>(v, [b, 1, seq, half], &device);
-        Ok(RopeTable {
-            cos: table(cos),
-            sin: table(sin),
-        })
+        Ok(RopeTable::new(cos, sin, [b, seq, half], &device))
     }
 }
 
 /// Rotates interleaved pairs of `x` by the table's angles, in f32, returning `x`'s dtype.
+///
+/// `out = x * cos + rot(x) * sin` with `rot(x0, x1) = (-x1, x0)` computed as `x @ rot`
+/// (a ±1 permutation matrix, so the products are exact): the same two products per element as
+/// the reference's `cos * x0 - sin * x1`, `sin * x0 + cos * x1`, with no strided pair views.
 ///
 /// # Shapes
 /// - x: `[b, heads, seq, head_dim]`, table `[b, 1, seq, head_dim / 2]` -> `[b, heads, seq, head_dim]`
 pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, pe: &RopeTable<B>) -> Tensor<B, 4> {
     let [b, h, seq, d] = x.dims();
     in_f32(x, |x| {
-        let pairs = x.reshape([b, h, seq, d / 2, 2]);
-        let x0 = pairs.clone().narrow(4, 0, 1).squeeze_dim::<4>(4);
-        let x1 = pairs.narrow(4, 1, 1).squeeze_dim::<4>(4);
-        let (cos, sin) = (pe.cos.clone(), pe.sin.clone());
-        let out0 = cos.clone() * x0.clone() - sin.clone() * x1.clone();
-        let out1 = sin * x0 + cos * x1;
-        Tensor::stack::<5>(vec![out0, out1], 4).reshape([b, h, seq, d])
+        let rotated = x.clone().matmul(pe.rot.clone().unsqueeze::<4>());
+        // Flattened to [b, heads, seq * d] so the tables broadcast over heads as whole rows.
+        let flat = |t: Tensor<B, 4>| t.reshape([b, h, seq * d]);
+        let out = flat(x) * pe.cos_full.clone() + flat(rotated) * pe.sin_full.clone();
+        out.reshape([b, h, seq, d])
     })
 }

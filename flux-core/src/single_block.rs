@@ -3,10 +3,10 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::backend::Backend;
 
 use crate::attention::{attention, split_qkv};
+use crate::mlp::gelu_tanh;
 use crate::modulation::Modulation;
 use crate::norm::{QkNorm, layer_norm};
 use crate::rope::RopeTable;
@@ -51,13 +51,21 @@ impl<B: Backend> SingleStreamBlock<B> {
         let fused = self.linear1.forward(x_mod);
         let [_, _, width] = fused.dims();
         let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);
-        let mlp = fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden);
+        let mlp = contiguous(fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden));
         let (q, k, v) = split_qkv(qkv, self.num_heads);
         let (q, k) = self.norm.forward(q, k);
         let attn = attention(q, k, v, pe);
         let out = self
             .linear2
-            .forward(Tensor::cat(vec![attn, gelu_approximate(mlp)], 2));
-        x + modulation.gate * out
+            .forward(Tensor::cat(vec![attn, gelu_tanh(mlp)], 2));
+        x + out * modulation.gate
     }
+}
+
+/// A contiguous copy of a column slice: flattening cannot be a view of a strided tensor, so
+/// every backend copies (a plain 2-D copy), and the elementwise ops that follow run on
+/// contiguous memory.
+fn contiguous<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let dims = x.dims();
+    x.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }

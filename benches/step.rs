@@ -1,0 +1,65 @@
+//! One denoising step of the transformer at a benchmark size: the model, random inputs, and
+//! the rotary tables computed once, as a sampler does (`Flux::rope` + `try_forward_with_rope`).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Tensor};
+use flux_core::{Flux, RopeTable};
+
+use crate::sizes::Size;
+
+/// A randomly initialised model and the inputs of one step (batch 1).
+pub struct Step<B: Backend> {
+    /// The model (random weights).
+    pub model: Flux<B>,
+    img: Tensor<B, 3>,
+    txt: Tensor<B, 3>,
+    pe: RopeTable<B>,
+    timesteps: Tensor<B, 1>,
+    y: Tensor<B, 2>,
+    guidance: Tensor<B, 1>,
+}
+
+impl<B: Backend> Step<B> {
+    /// Builds the model and the inputs of `size` with a fixed seed.
+    ///
+    /// # Errors
+    /// An invalid config or inconsistent ids (neither happens for the named sizes).
+    pub fn new(size: &Size, device: &B::Device) -> flux_core::Result<Self> {
+        B::seed(device, 0);
+        let c = &size.config;
+        let model = c.try_init::<B>(device)?;
+        let normal = Distribution::Normal(0.0, 1.0);
+        let (n_img, n_txt) = (size.n_img(), size.n_txt);
+        let img_ids = flux_core::img_ids::<B>(1, size.pixels(), size.pixels(), device)?;
+        let pe = model.rope(flux_core::txt_ids::<B>(1, n_txt, device), img_ids)?;
+        Ok(Self {
+            img: Tensor::random([1, n_img, c.in_channels], normal, device),
+            txt: Tensor::random([1, n_txt, c.context_in_dim], normal, device),
+            pe,
+            timesteps: Tensor::from_floats([0.7], device),
+            y: Tensor::random([1, c.vec_in_dim], normal, device),
+            guidance: Tensor::from_floats([3.5], device),
+            model,
+        })
+    }
+
+    /// One velocity prediction, waited for (read back to the host).
+    ///
+    /// # Shapes
+    /// - returns `[1, n_img, out_channels]`
+    ///
+    /// # Errors
+    /// Whatever `try_forward_with_rope` or the backend's sync returns.
+    pub fn run(&self) -> Result<Tensor<B, 3>, Box<dyn std::error::Error>> {
+        let out = self.model.try_forward_with_rope(
+            self.img.clone(),
+            self.txt.clone(),
+            &self.pe,
+            self.timesteps.clone(),
+            self.y.clone(),
+            Some(self.guidance.clone()),
+        )?;
+        B::sync(&out.device())?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,176 @@
+//! Quick timings for ratios against PyTorch: one workload at a named size, `--reps` timed runs
+//! after `--warmup` untimed ones, and `median_ms <number>` as the last line.
+//!
+//! ```sh
+//! cargo run --release --example bench -- transformer --size small --backend flex
+//! python scripts/reference/bench_torch.py --size small --compare --backend flex   # the ratio
+//! ```
+//!
+//! The CPU backends use rayon's global pool: `RAYON_NUM_THREADS` sets its size.
+//! `dev` (FLUX.1-dev at 1024x1024) is for GPUs: on a CPU, `--construct-only` just builds it.
+
+#[path = "../benches/sizes.rs"]
+mod sizes;
+#[path = "../benches/step.rs"]
+mod step;
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::sizes::Size;
+use crate::step::Step;
+
+/// Times one FLUX workload.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    #[command(subcommand)]
+    workload: Workload,
+    /// Named size (tiny, small, medium, dev).
+    #[arg(long, global = true, default_value = "small")]
+    size: String,
+    /// The burn backend.
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+    /// Timed runs.
+    #[arg(long, global = true, default_value_t = 5)]
+    reps: usize,
+    /// Untimed runs first (the first one also initialises the lazy random weights).
+    #[arg(long, global = true, default_value_t = 1)]
+    warmup: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// One denoising step of the transformer (RoPE tables precomputed, as the sampler does).
+    Transformer {
+        /// Build the model and inputs, run nothing (for `dev` on a CPU).
+        #[arg(long)]
+        construct_only: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BackendKind {
+    /// burn-flex, burn's newer CPU backend.
+    Flex,
+    /// burn-ndarray.
+    Ndarray,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.backend {
+        BackendKind::Flex => run::<burn::backend::Flex>(&args, &Default::default()),
+        BackendKind::Ndarray => run::<burn::backend::NdArray<f32>>(&args, &Default::default()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>> {
+    let size = sizes::by_name(&args.size).ok_or_else(|| {
+        let names: Vec<_> = sizes::all().iter().map(|s| s.name).collect();
+        format!("unknown size {:?}; one of {names:?}", args.size)
+    })?;
+    match args.workload {
+        Workload::Transformer { construct_only } => {
+            transformer::<B>(args, &size, construct_only, device)
+        }
+    }
+}
+
+fn transformer<B: Backend>(
+    args: &Args,
+    size: &Size,
+    construct_only: bool,
+    device: &B::Device,
+) -> Result<(), Box<dyn Error>> {
+    let c = &size.config;
+    println!(
+        "transformer {} on {:?}: hidden {}, {} heads, {} double + {} single blocks, {} image + {} text tokens",
+        size.name,
+        args.backend,
+        c.hidden_size,
+        c.num_heads,
+        c.depth,
+        c.depth_single_blocks,
+        size.n_img(),
+        size.n_txt
+    );
+    let start = Instant::now();
+    let step = Step::<B>::new(size, device)?;
+    println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    if construct_only {
+        return Ok(());
+    }
+    let mut times = Vec::with_capacity(args.reps);
+    let mut cpu = Vec::with_capacity(args.reps);
+    for i in 0..args.warmup + args.reps {
+        let (start, cpu_start) = (Instant::now(), cpu_ms());
+        let out = step.run()?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if i >= args.warmup
+            && let (Some(a), Some(b)) = (cpu_start, cpu_ms())
+        {
+            cpu.push(b - a);
+        }
+        if i == 0 {
+            let mean = out.abs().mean().into_scalar();
+            let mean: f32 = burn::tensor::ElementConversion::elem(mean);
+            if !mean.is_finite() {
+                return Err(format!("non-finite output (mean |v| = {mean})").into());
+            }
+        }
+        if i >= args.warmup {
+            times.push(ms);
+        }
+    }
+    report(&times, &cpu)
+}
+
+/// Prints the timings; the last line is `median_ms <wall-clock median>`.
+fn report(times: &[f64], cpu: &[f64]) -> Result<(), Box<dyn Error>> {
+    if times.is_empty() {
+        return Err("--reps must be at least 1".into());
+    }
+    let list: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+    println!("times_ms {}", list.join(" "));
+    if !cpu.is_empty() {
+        // CPU time of all threads: less sensitive than wall time to other load on the machine.
+        println!("cpu_median_ms {:.0}", median(cpu));
+    }
+    println!("median_ms {:.2}", median(times));
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// User + system CPU time of this process so far, in ms (Linux `/proc/self/stat`, 100 Hz
+/// ticks); `None` elsewhere.
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) * 10.0)
+}
