@@ -18,13 +18,13 @@
 //! with `mu = calculate_shift(image_seq_len, 256, 4096, 0.5, 1.15)`, which casts them to `f32`,
 //! shifts them (`use_dynamic_shifting`) and appends a 0. That is the same grid as BFL's
 //! `linspace(1, 0, n + 1)` without its last point, so the two schedules agree to about one `f32`
-//! ulp (measured below 1.2e-7 for 1 to 50 steps): they differ only in rounding (torch's `f32`
+X
 //! linspace against numpy's `f64` one, cast). [`ScheduleKind::Diffusers`] reproduces diffusers'
 //! values bit for bit, which the pipeline needs to match `FluxPipeline`'s images exactly.
 //! [`Schedule::diffusers_custom`] is diffusers' path for caller-given sigmas;
 //! [`Schedule::from_sigmas`] takes any validated list; [`Schedule::starting_at`] cuts one for
-//! img2img. The transformer takes `t` itself (diffusers passes `timestep / 1000`, equal to `t`);
-//! [`Schedule::timesteps`] are diffusers' `t · 1000`.
+//! img2img (from [`img2img_start`]). The transformer takes `t` itself (diffusers passes
+//! `timestep / 1000`, equal to `t`); [`Schedule::timesteps`] are diffusers' `t · 1000`.
 //!
 //! # Euler
 //!
@@ -86,5 +86,5 @@ pub use noise::{
     CpuKernel, NoiseDtype, TorchGenerator, bfl_latent_shape, diffusers_latent_shape, noise_tensor,
     torch_randn_bf16, torch_randn_f16, torch_randn_f32,
 };
-pub use schedule::{Schedule, ScheduleKind, schedule};
+pub use schedule::{Schedule, ScheduleKind, img2img_start, schedule};
 pub use shift::{Shift, time_shift};

@@ -181,6 +181,21 @@ impl Schedule {
     }
 }
 
+/// The first step an img2img run takes, as diffusers' `FluxImg2ImgPipeline.get_timesteps`
+/// computes it: `int(max(n - min(n·strength, n), 0))` (strength 1 starts at step 0, strength 0
+/// leaves no step: [`Schedule::starting_at`] then returns an error). Non-finite or negative
+/// strengths count as 0.
+pub fn img2img_start(num_steps: usize, strength: f64) -> usize {
+    let n = num_steps as f64;
+    let strength = if strength.is_finite() {
+        strength.max(0.0)
+    } else {
+        0.0
+    };
+    let init = (n * strength).min(n);
+    (n - init).max(0.0) as usize
+}
+
 /// diffusers' shift on `f32` sigmas followed by the appended 0.
 fn diffusers_shifted(step_sigmas: &[f32], mu: Option<f64>) -> Vec<f32> {
     step_sigmas
@@ -212,6 +227,16 @@ mod tests {
         assert_eq!(s[28], 0.0);
         let lin = schedule(28, 4096, None);
         assert!(s[1..28].iter().zip(&lin[1..28]).all(|(a, b)| a > b));
+    }
+
+    #[test]
+    fn img2img_start_follows_diffusers() {
+        assert_eq!(img2img_start(5, 0.6), 2);
+        assert_eq!(img2img_start(28, 1.0), 0);
+        assert_eq!(img2img_start(28, 0.0), 28);
+        assert_eq!(img2img_start(4, 0.3), 2); // 4 - 1.2 = 2.8, truncated
+        assert_eq!(img2img_start(4, 7.0), 0);
+        assert_eq!(img2img_start(4, f64::NAN), 4);
     }
 
     #[test]

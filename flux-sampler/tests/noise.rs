@@ -234,3 +234,13 @@ fn noise_tensor_uploads_the_host_values_ndarray() {
 fn noise_tensor_uploads_the_host_values_flex() {
     tensor_matches_host::<burn::backend::Flex>(&Default::default());
 }
+
+#[test]
+fn uniforms_of_exactly_zero_match_torch() {
+    // u1 = 1 (log 0, radius 0) and u2 = 0 (angle 0): once in 2^24 draws each.
+    for (seed, n) in [(1u64, 2_753_136usize), (2, 10_427_184)] {
+        let ours = draw(&mut TorchGenerator::new(seed), "f32", n);
+        let name = format!("rare.s{seed}.n{n}");
+        assert_eq!(first_difference(&ours[(n - 16) * 4..], &raw(&name), 4), None, "{name}");
+    }
+}

@@ -11,6 +11,8 @@ Keys (values in the dtype torch produced; the Rust tests compare bit patterns):
   large.<kernel>.<case>.sha256             SHA-256 of the little-endian bytes of the whole draw
   large.<kernel>.<case>.shape / .seed      the drawn shape (i64) and seed (u64 as i64 bits)
   seq.<i>                                   successive draws from one generator (seed 3)
+  rare.s<seed>.n<n>                         last 16 values of draws whose final block holds a uniform
+                                            of exactly 0 (u1 = 1: radius 0; u2 = 0: angle 0)
 Run from the repository root: /work/venv/bin/python scripts/reference/gen_noise.py
 """
 
@@ -115,6 +117,18 @@ def sequence_tensors():
     return {f"seq.{i}": torch.randn(shape, generator=g, dtype=dtype) for i, (shape, dtype) in enumerate(draws)}
 
 
+# Seed 1 draws a float uniform of exactly 0 at index 2753120 (first half of its block: u1 = 1),
+# seed 2 at index 10427176 (second half: u2 = 0); found with torch.rand on the same streams.
+RARE = [(1, 2753120 + 16), (2, 10427176 + 8)]
+
+
+def rare_tensors():
+    for seed, n in RARE:
+        u = torch.rand(n, generator=torch.Generator("cpu").manual_seed(seed))
+        assert (u[-16:] == 0).any()
+    return {f"rare.s{seed}.n{n}": randn(n, seed, torch.float32)[-16:].clone() for seed, n in RARE}
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--scalar-part":
         assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
@@ -127,6 +141,7 @@ def main():
         sys.exit(f"run this on an AVX2 (not AVX-512) x86-64 CPU; torch reports {capability}")
     tensors = kernel_tensors("avx2", SEEDS, LARGE)
     tensors.update(sequence_tensors())
+    tensors.update(rare_tensors())
     tmp = OUT + ".scalar.tmp"
     env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
     subprocess.run([sys.executable, __file__, "--scalar-part", tmp], check=True, env=env)
