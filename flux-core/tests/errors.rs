@@ -336,3 +336,26 @@ fn bad_forward_inputs_are_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("txt_ids"), "{err}");
 }
+
+#[test]
+fn one_by_one_conv_shapes_load_into_linear_layers() {
+    // `[out, in, 1, 1]` is the same linear map as `[out, in]` (how 1x1 convs are stored).
+    let model = load_edited(|t| {
+        let (d, shape, bytes) = t.remove("double_blocks.0.img_attn.proj.weight").unwrap();
+        t.insert(
+            "double_blocks.0.img_attn.proj.weight".into(),
+            (d, vec![shape[0], shape[1], 1, 1], bytes),
+        );
+    });
+    assert!(model.is_ok(), "{:?}", model.err());
+    // Any other reshape is still a mismatch.
+    let err = load_edited(|t| {
+        let (d, _, bytes) = t.remove("double_blocks.0.img_attn.proj.weight").unwrap();
+        t.insert(
+            "double_blocks.0.img_attn.proj.weight".into(),
+            (d, vec![64, 1, 64], bytes),
+        );
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+}

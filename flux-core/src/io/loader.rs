@@ -60,6 +60,8 @@ pub struct LoadOptions {
 ///
 /// `Linear` weights are stored `[out, in]` (PyTorch) and burn keeps `[in, out]`: they are
 /// transposed on the way in, and shape errors are reported in the checkpoint's convention.
+/// Shapes that differ only by trailing 1s (a 1x1 convolution `[out, in, 1, 1]` loaded into a
+/// linear layer, or back) are reshaped.
 /// fp8 weights with a companion `<name>.scale_weight` tensor (ComfyUI's scaled fp8) are
 /// multiplied by that scale.
 ///
@@ -159,7 +161,7 @@ impl<B: Backend> Loader<'_, B> {
             self.missing.extend(absent);
             return Err(Error::MissingKeys(Vec::new()));
         }
-        let (data, key) = match &source {
+        let (mut data, key) = match &source {
             Source::Key(k) => (self.read(k)?, k.clone()),
             Source::SwapHalves(k) => {
                 let data = self.read(k)?;
@@ -173,6 +175,10 @@ impl<B: Backend> Loader<'_, B> {
                 (concat_rows(parts, keys)?, keys.join(" + "))
             }
         };
+        if data.shape.as_slice() != shape && same_up_to_trailing_ones(&data.shape, shape) {
+            // A 1x1 convolution stored `[out, in, 1, 1]` is the linear map `[out, in]` (and back).
+            data = TensorData::new(to_f32(data, &key)?, shape.to_vec());
+        }
         if data.shape.as_slice() != shape {
             return Err(Error::ShapeMismatch {
                 key,
@@ -230,6 +236,15 @@ fn to_f32(data: TensorData, key: &str) -> Result<Vec<f32>> {
     data.convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| Error::BadInput(format!("tensor `{key}`: {e:?}")))
+}
+
+/// Whether two shapes differ only by trailing dimensions of size 1.
+fn same_up_to_trailing_ones(a: &[usize], b: &[usize]) -> bool {
+    fn trim(s: &[usize]) -> &[usize] {
+        let end = s.iter().rposition(|&d| d != 1).map_or(0, |i| i + 1);
+        &s[..end]
+    }
+    trim(a) == trim(b)
 }
 
 /// Swaps the two halves of a tensor along dimension 0.
