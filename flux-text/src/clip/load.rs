@@ -1,0 +1,103 @@
+//! Loading the CLIP text tower from the FLUX.1 repository's `text_encoder/` folder or
+//! ComfyUI's `clip_l.safetensors` (both transformers' `CLIPTextModel` keys, `text_model.*`).
+
+use std::path::Path;
+
+use burn::tensor::DType;
+use burn::tensor::backend::Backend;
+use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
+
+use super::{ClipConfig, ClipTextEncoder};
+use crate::source::open;
+use crate::{Error, Result};
+
+/// burn's LayerNorm names its parameters `gamma` / `beta`; everything else matches, up to the
+/// `text_model.` prefix, which the FLUX.1 repository and ComfyUI files have and transformers 5's
+/// `save_pretrained` leaves out.
+struct ClipKeys {
+    prefixed: bool,
+}
+
+/// Whether the checkpoint uses the `text_model.` prefix.
+pub(crate) fn is_prefixed(weights: &Weights) -> bool {
+    !weights.contains("embeddings.token_embedding.weight")
+}
+
+impl KeyMap for ClipKeys {
+    fn source(&self, path: &str) -> Source {
+        let path = if self.prefixed {
+            path
+        } else {
+            path.strip_prefix("text_model.").unwrap_or(path)
+        };
+        let key = if let Some(stem) = path.strip_suffix(".gamma") {
+            format!("{stem}.weight")
+        } else if let Some(stem) = path.strip_suffix(".beta") {
+            format!("{stem}.bias")
+        } else {
+            path.to_string()
+        };
+        Source::Key(key)
+    }
+
+    /// Buffers and the CLIPModel / CLIPTextModelWithProjection extras FLUX does not use.
+    fn ignored(&self, key: &str) -> bool {
+        matches!(
+            key.strip_prefix("text_model.").unwrap_or(key),
+            "embeddings.position_ids" | "text_projection.weight" | "logit_scale"
+        )
+    }
+}
+
+/// Loads the CLIP text encoder from a `.safetensors` file or an HF folder.
+///
+/// The config comes from `config.json` (a `CLIPTextConfig`, or a `CLIPConfig`'s `text_config`)
+/// when the folder has one, from the tensor shapes otherwise ([`ClipConfig::infer`]).
+///
+/// # Errors
+/// As [`crate::load_t5`].
+pub fn load_clip<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<ClipTextEncoder<B>> {
+    load_clip_with(path, device, None, None)
+}
+
+/// [`load_clip`] with an explicit config and/or parameter dtype (`None`: device default).
+///
+/// # Errors
+/// As [`crate::load_t5`].
+pub fn load_clip_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    config: Option<ClipConfig>,
+    dtype: Option<DType>,
+) -> Result<ClipTextEncoder<B>> {
+    let checkpoint = open::<serde_json::Value>(path.as_ref())?;
+    let config = match (config, checkpoint.config) {
+        (Some(config), _) => config,
+        (None, Some(json)) => {
+            let json = json.get("text_config").cloned().unwrap_or(json);
+            serde_json::from_value(json).map_err(|e| {
+                Error::Config(format!("{}/config.json: {e}", checkpoint.path.display()))
+            })?
+        }
+        (None, None) => ClipConfig::infer(&checkpoint.weights)?,
+    };
+    config.validate()?;
+    let keys = ClipKeys {
+        prefixed: is_prefixed(&checkpoint.weights),
+    };
+    let options = LoadOptions {
+        dtype,
+        deny_unexpected: true,
+    };
+    let model = load_module(
+        config.init::<B>(device),
+        &checkpoint.weights,
+        &keys,
+        device,
+        options,
+    )?;
+    Ok(model)
+}

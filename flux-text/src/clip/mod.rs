@@ -1,0 +1,12 @@
+//! The CLIP ViT-L/14 text tower (FLUX's `text_encoder`).
+
+mod config;
+mod load;
+mod model;
+
+pub use config::ClipConfig;
+pub use load::{load_clip, load_clip_with};
+pub use model::{
+    ClipAttention, ClipEmbeddings, ClipEncoder, ClipEncoderLayer, ClipMlp, ClipOutput,
+    ClipTextEncoder, ClipTextTransformer, eos_position,
+};

@@ -1,0 +1,270 @@
+//! The CLIP text transformer (transformers `CLIPTextModel`): embeddings, pre-norm causal
+//! encoder layers, final norm, EOS pooling.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Int, Tensor};
+
+use super::ClipConfig;
+use crate::t5::check_ids;
+use crate::{Error, Result};
+
+/// Token embedding plus learned absolute positions.
+#[derive(Module, Debug)]
+pub struct ClipEmbeddings<B: Backend> {
+    /// `[vocab, hidden]`.
+    pub token_embedding: Embedding<B>,
+    /// `[max_positions, hidden]`.
+    pub position_embedding: Embedding<B>,
+}
+
+/// Multi-head causal self-attention with biases, scores scaled by `head_dim^-0.5`.
+#[derive(Module, Debug)]
+pub struct ClipAttention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub out_proj: Linear<B>,
+    #[module(skip)]
+    num_heads: usize,
+}
+
+impl<B: Backend> ClipAttention<B> {
+    /// # Shapes
+    /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, len, _] = x.dims();
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([batch as i64, len as i64, self.num_heads as i64, -1])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.q_proj.forward(x.clone()));
+        let k = heads(self.k_proj.forward(x.clone()));
+        let v = heads(self.v_proj.forward(x));
+        let options = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        let out = attention(q, k, v, None, None, options);
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
+    }
+}
+
+/// `fc2(act(fc1(x)))` with CLIP's quick GELU (`x * sigmoid(1.702 x)`) or exact GELU.
+#[derive(Module, Debug)]
+pub struct ClipMlp<B: Backend> {
+    /// `hidden -> intermediate`.
+    pub fc1: Linear<B>,
+    /// `intermediate -> hidden`.
+    pub fc2: Linear<B>,
+    #[module(skip)]
+    quick_gelu: bool,
+}
+
+impl<B: Backend> ClipMlp<B> {
+    /// # Shapes
+    /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.fc1.forward(x);
+        let h = if self.quick_gelu {
+            h.clone() * sigmoid(h * 1.702)
+        } else {
+            gelu(h)
+        };
+        self.fc2.forward(h)
+    }
+}
+
+/// One pre-norm layer: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer<B: Backend> {
+    /// Norm before attention.
+    pub layer_norm1: LayerNorm<B>,
+    /// Causal self-attention.
+    pub self_attn: ClipAttention<B>,
+    /// Norm before the MLP.
+    pub layer_norm2: LayerNorm<B>,
+    /// The MLP.
+    pub mlp: ClipMlp<B>,
+}
+
+impl<B: Backend> ClipEncoderLayer<B> {
+    /// # Shapes
+    /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
+        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+}
+
+/// The layers (`encoder.layers.N`).
+#[derive(Module, Debug)]
+pub struct ClipEncoder<B: Backend> {
+    /// Encoder layers.
+    pub layers: Vec<ClipEncoderLayer<B>>,
+}
+
+/// `text_model`: embeddings, encoder, final norm.
+#[derive(Module, Debug)]
+pub struct ClipTextTransformer<B: Backend> {
+    /// Token and position embeddings.
+    pub embeddings: ClipEmbeddings<B>,
+    /// The layers.
+    pub encoder: ClipEncoder<B>,
+    /// Norm after the last layer.
+    pub final_layer_norm: LayerNorm<B>,
+}
+
+/// The outputs FLUX uses.
+#[derive(Debug, Clone)]
+pub struct ClipOutput<B: Backend> {
+    /// `[batch, len, hidden]` after the final norm.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// `[batch, hidden]`: the last hidden state at each row's EOS position (FLUX's `vec` input).
+    pub pooled: Tensor<B, 2>,
+}
+
+/// The CLIP text encoder (`CLIPTextModel`); its parameters sit under `text_model.` as in the
+/// checkpoints.
+#[derive(Module, Debug)]
+pub struct ClipTextEncoder<B: Backend> {
+    /// The transformer.
+    pub text_model: ClipTextTransformer<B>,
+    #[module(skip)]
+    config: ClipConfig,
+}
+
+impl ClipConfig {
+    /// A model with this config (parameters lazily initialised; see [`crate::load_clip`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ClipTextEncoder<B> {
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let norm = || {
+            LayerNormConfig::new(self.hidden_size)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let layer = || ClipEncoderLayer {
+            layer_norm1: norm(),
+            self_attn: ClipAttention {
+                q_proj: linear(self.hidden_size, self.hidden_size),
+                k_proj: linear(self.hidden_size, self.hidden_size),
+                v_proj: linear(self.hidden_size, self.hidden_size),
+                out_proj: linear(self.hidden_size, self.hidden_size),
+                num_heads: self.num_attention_heads,
+            },
+            layer_norm2: norm(),
+            mlp: ClipMlp {
+                fc1: linear(self.hidden_size, self.intermediate_size),
+                fc2: linear(self.intermediate_size, self.hidden_size),
+                quick_gelu: self.hidden_act == "quick_gelu",
+            },
+        };
+        ClipTextEncoder {
+            text_model: ClipTextTransformer {
+                embeddings: ClipEmbeddings {
+                    token_embedding: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
+                        .init(device),
+                    position_embedding: EmbeddingConfig::new(
+                        self.max_position_embeddings,
+                        self.hidden_size,
+                    )
+                    .init(device),
+                },
+                encoder: ClipEncoder {
+                    layers: (0..self.num_hidden_layers).map(|_| layer()).collect(),
+                },
+                final_layer_norm: norm(),
+            },
+            config: self.clone(),
+        }
+    }
+}
+
+impl<B: Backend> ClipTextEncoder<B> {
+    /// The hyper-parameters.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// Runs the text tower (causal attention, no padding mask, as FLUX calls it).
+    ///
+    /// # Shapes
+    /// - ids: `[batch, len]`, `len <= max_position_embeddings` (77)
+    /// - output: `last_hidden_state` `[batch, len, hidden]`, `pooled` `[batch, hidden]`
+    ///
+    /// # Panics
+    /// On an empty input, ids outside the vocabulary or a sequence longer than the position
+    /// table; [`ClipTextEncoder::try_forward`] returns an error instead.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> ClipOutput<B> {
+        match self.try_forward(ids) {
+            Ok(out) => out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`ClipTextEncoder::forward`], with bad ids reported as [`Error::BadInput`].
+    ///
+    /// # Shapes
+    /// As [`ClipTextEncoder::forward`].
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for an empty batch, ids `>= vocab_size`, or more than
+    /// `max_position_embeddings` tokens.
+    pub fn try_forward(&self, ids: Tensor<B, 2, Int>) -> Result<ClipOutput<B>> {
+        let [batch, len] = ids.dims();
+        if len > self.config.max_position_embeddings {
+            return Err(Error::BadInput(format!(
+                "{len} tokens, but CLIP has {} positions",
+                self.config.max_position_embeddings
+            )));
+        }
+        let values = check_ids(&ids, self.config.vocab_size)?;
+        let device = ids.device();
+        let tm = &self.text_model;
+        let positions = Tensor::<B, 1, Int>::arange(0..len as i64, &device).reshape([1, len]);
+        let x = tm.embeddings.token_embedding.forward(ids)
+            + tm.embeddings.position_embedding.forward(positions);
+        let x = tm
+            .encoder
+            .layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x));
+        let last_hidden_state = tm.final_layer_norm.forward(x);
+        let rows: Vec<Tensor<B, 2>> = values
+            .chunks(len)
+            .enumerate()
+            .map(|(b, row)| {
+                let p = eos_position(row, self.config.eos_token_id);
+                last_hidden_state
+                    .clone()
+                    .slice([b..b + 1, p..p + 1])
+                    .reshape([1, self.config.hidden_size])
+            })
+            .collect();
+        debug_assert_eq!(rows.len(), batch);
+        Ok(ClipOutput {
+            pooled: Tensor::cat(rows, 0),
+            last_hidden_state,
+        })
+    }
+}
+
+/// The pooled position of one row, as transformers picks it: with the legacy
+/// `eos_token_id == 2` the (first) largest id, otherwise the first `eos_token_id` (or 0).
+pub fn eos_position(row: &[i64], eos_token_id: i64) -> usize {
+    if eos_token_id == 2 {
+        let max = row.iter().copied().max().unwrap_or(0);
+        row.iter().position(|&v| v == max).unwrap_or(0)
+    } else {
+        row.iter().position(|&v| v == eos_token_id).unwrap_or(0)
+    }
+}

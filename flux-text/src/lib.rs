@@ -1,0 +1,29 @@
+//! The FLUX.1 text encoders on burn and their tokenizers.
+//!
+//! - [`T5Encoder`]: the T5 v1.1 XXL encoder (FLUX's `text_encoder_2`), loaded by [`load_t5`].
+//!   Half precision: the residual stream stays in f32 ([`T5Precision`]).
+//! - [`ClipTextEncoder`]: the CLIP ViT-L/14 text tower (`text_encoder`), loaded by
+//!   [`load_clip`]; its pooled output is FLUX's `vec` input.
+//! - [`ClipTokenizer`], [`T5Tokenizer`]: the `tokenizers` crate, padded and truncated the way
+//!   the FLUX pipelines call them, truncation reported ([`Encoded`]).
+//!
+//! Checkpoints: a `.safetensors` file (ComfyUI's `clip_l.safetensors`, `t5xxl_fp16.safetensors`,
+//! `t5xxl_fp8_e4m3fn.safetensors`) or an HF folder (`text_encoder/`, `text_encoder_2/`, sharded,
+//! `config.json` read when present), through [`flux_core::io`].
+
+mod clip;
+mod error;
+mod source;
+mod t5;
+mod tokenizer;
+
+pub use clip::{
+    ClipAttention, ClipConfig, ClipEmbeddings, ClipEncoder, ClipEncoderLayer, ClipMlp, ClipOutput,
+    ClipTextEncoder, ClipTextTransformer, eos_position, load_clip, load_clip_with,
+};
+pub use error::{Error, Result};
+pub use t5::{
+    T5Attention, T5Block, T5Config, T5DenseGatedActDense, T5Encoder, T5LayerNorm, T5Precision,
+    T5Stack, load_t5, load_t5_with, relative_position_bucket,
+};
+pub use tokenizer::{ClipTokenizer, Encoded, T5Tokenizer};

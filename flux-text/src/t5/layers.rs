@@ -1,0 +1,74 @@
+//! T5's RMS layer norm and gated-GELU feed-forward.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor};
+
+use super::T5Config;
+
+/// T5's layer norm: scale only, no mean subtraction, no bias; the variance is taken in f32.
+#[derive(Module, Debug)]
+pub struct T5LayerNorm<B: Backend> {
+    /// Per-channel scale, `[d_model]`.
+    pub weight: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl<B: Backend> T5LayerNorm<B> {
+    /// A norm of width `dim` (scale 1).
+    pub fn new(dim: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([dim], device)),
+            eps,
+        }
+    }
+
+    /// Normalises in f32 and returns the result in `out` dtype.
+    ///
+    /// # Shapes
+    /// - x: `[batch, len, dim]` -> `[batch, len, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>, out: DType) -> Tensor<B, 3> {
+        let x = x.cast(FloatDType::F32);
+        let variance = x.clone().powi_scalar(2).mean_dim(2);
+        let normed = x * (variance + self.eps).sqrt().recip();
+        let weight = self.weight.val().cast(FloatDType::F32).unsqueeze::<3>();
+        (normed * weight).cast(out)
+    }
+}
+
+/// T5 v1.1's feed-forward: `wo(gelu_tanh(wi_0 x) * wi_1 x)`, no biases
+/// (transformers `T5DenseGatedActDense`).
+#[derive(Module, Debug)]
+pub struct T5DenseGatedActDense<B: Backend> {
+    /// Gate projection `d_model -> d_ff`.
+    pub wi_0: Linear<B>,
+    /// Linear projection `d_model -> d_ff`.
+    pub wi_1: Linear<B>,
+    /// Output projection `d_ff -> d_model`; may be held in f32 when the rest is half precision.
+    pub wo: Linear<B>,
+}
+
+impl<B: Backend> T5DenseGatedActDense<B> {
+    /// A feed-forward for `config`.
+    pub fn new(config: &T5Config, device: &B::Device) -> Self {
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Self {
+            wi_0: linear(config.d_model, config.d_ff),
+            wi_1: linear(config.d_model, config.d_ff),
+            wo: linear(config.d_ff, config.d_model),
+        }
+    }
+
+    /// The gated product runs in the input's dtype, the output projection in `wo`'s dtype.
+    ///
+    /// # Shapes
+    /// - x: `[batch, len, d_model]` -> `[batch, len, d_model]` (in `wo`'s dtype)
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = gelu_approximate(self.wi_0.forward(x.clone()));
+        let hidden = gate * self.wi_1.forward(x);
+        self.wo.forward(hidden.cast(self.wo.weight.val().dtype()))
+    }
+}

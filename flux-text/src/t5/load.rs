@@ -1,0 +1,103 @@
+//! Loading a T5 encoder from the layouts users have: the FLUX.1 repository's
+//! `text_encoder_2/` folder (sharded, `config.json`) and ComfyUI's single `t5xxl_*.safetensors`
+//! files (f16, bf16, fp8 e4m3fn, scaled fp8). Both use transformers' `T5EncoderModel` keys.
+
+use std::path::Path;
+
+use burn::tensor::DType;
+use burn::tensor::backend::Backend;
+use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
+
+use super::{T5Config, T5Encoder, T5Precision};
+use crate::Result;
+use crate::source::open;
+
+/// The tied embedding is stored as `shared.weight` (transformers' `save_pretrained`), as
+/// `encoder.embed_tokens.weight`, or as both (some single-file exports): one is read, the
+/// other ignored.
+struct T5Keys {
+    embedding: &'static str,
+}
+
+impl T5Keys {
+    fn new(weights: &Weights) -> Self {
+        let embedding = if weights.contains("shared.weight") {
+            "shared.weight"
+        } else {
+            "encoder.embed_tokens.weight"
+        };
+        Self { embedding }
+    }
+}
+
+/// Module path -> checkpoint key (the module names T5's two sub-layers by role, the checkpoint
+/// by position: `layer.0` attention, `layer.1` feed-forward).
+const RENAMES: [(&str, &str); 4] = [
+    (".attention_norm.", ".layer.0.layer_norm."),
+    (".self_attention.", ".layer.0.SelfAttention."),
+    (".ff_norm.", ".layer.1.layer_norm."),
+    (".dense_relu_dense.", ".layer.1.DenseReluDense."),
+];
+
+impl KeyMap for T5Keys {
+    fn source(&self, path: &str) -> Source {
+        if path == "shared.weight" {
+            return Source::Key(self.embedding.to_string());
+        }
+        let key = RENAMES
+            .iter()
+            .find(|(from, _)| path.contains(from))
+            .map_or_else(|| path.to_string(), |(from, to)| path.replacen(from, to, 1));
+        Source::Key(key)
+    }
+
+    fn ignored(&self, key: &str) -> bool {
+        matches!(key, "shared.weight" | "encoder.embed_tokens.weight") && key != self.embedding
+    }
+}
+
+/// Loads a T5 v1.1 encoder from a `.safetensors` file or an HF folder (sharded or not).
+///
+/// The config comes from `config.json` when the folder has one, from the tensor shapes
+/// otherwise. Weights are converted to the device's default float dtype; the half-precision
+/// policy is [`T5Precision::F32Residual`].
+///
+/// # Errors
+/// Unreadable or corrupt files, missing / unexpected keys (all named), shape mismatches,
+/// unsupported dtypes, non-finite weights ([`crate::Error::Checkpoint`]); a `config.json` that
+/// does not parse or describes an unsupported model.
+pub fn load_t5<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<T5Encoder<B>> {
+    load_t5_with(path, device, None, None)
+}
+
+/// [`load_t5`] with an explicit config (overriding `config.json` and shape inference) and/or
+/// parameter dtype (e.g. `DType::F16` or `DType::BF16`; `None`: the device's default).
+///
+/// # Errors
+/// As [`load_t5`].
+pub fn load_t5_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    config: Option<T5Config>,
+    dtype: Option<DType>,
+) -> Result<T5Encoder<B>> {
+    let checkpoint = open::<T5Config>(path.as_ref())?;
+    let config = match config.or(checkpoint.config) {
+        Some(config) => config,
+        None => T5Config::infer(&checkpoint.weights)?,
+    };
+    config.validate()?;
+    let keys = T5Keys::new(&checkpoint.weights);
+    let options = LoadOptions {
+        dtype,
+        deny_unexpected: true,
+    };
+    let model = load_module(
+        config.init::<B>(device),
+        &checkpoint.weights,
+        &keys,
+        device,
+        options,
+    )?;
+    Ok(model.with_precision(T5Precision::F32Residual))
+}

@@ -1,0 +1,67 @@
+//! Half precision: T5 in f16 stays finite where a naive f16 forward overflows.
+//!
+//! burn's NdArray backend has no f16 tensors; the Flex backend stores f16 tensors (and computes
+//! attention in f32), so these tests run on Flex.
+
+mod common;
+
+use burn::tensor::{DType, Tensor};
+use common::{Fx, fixture, ids, max_abs_err, read};
+use flux_text::{T5Precision, load_t5, load_t5_with};
+
+const IO: &str = "t5_overflow_io.safetensors";
+
+fn is_finite(t: Tensor<Fx, 3>) -> bool {
+    let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
+    v.iter().all(|x| x.is_finite())
+}
+
+#[test]
+fn fixture_overflows_f16() {
+    let (ff_max, _) = read(IO, "ff_max");
+    assert!(ff_max[0] > 65504.0, "feed-forward max {}", ff_max[0]);
+}
+
+#[test]
+fn f32_residual_stays_finite_and_naive_f16_overflows() {
+    let device = Default::default();
+    let path = fixture("t5_overflow.safetensors");
+    let reference = read(IO, "hidden");
+
+    let f32_model = load_t5::<Fx>(&path, &device).unwrap();
+    let f32_err = max_abs_err(f32_model.forward(ids::<Fx>(IO, "ids", &device)), &reference);
+    assert!(f32_err <= 1e-4, "f32 {f32_err}");
+
+    let model = load_t5_with::<Fx>(&path, &device, None, Some(DType::F16)).unwrap();
+    assert_eq!(model.precision(), T5Precision::F32Residual);
+    let out = model.forward(ids::<Fx>(IO, "ids", &device));
+    assert_eq!(out.dtype(), DType::F16);
+    assert!(
+        is_finite(out.clone()),
+        "f16 with f32 residual is not finite"
+    );
+    let f16_err = max_abs_err(out, &reference);
+    println!("overflow fixture: f32 err {f32_err:.3e}, f16 (f32 residual) err {f16_err:.3e}");
+    // f16 rounding of O(1) outputs of a 2-layer model: a few 1e-3.
+    assert!(f16_err < 2e-2, "f16 error {f16_err}");
+
+    let naive = model.with_precision(T5Precision::Native);
+    let out = naive.forward(ids::<Fx>(IO, "ids", &device));
+    assert!(
+        !is_finite(out),
+        "the naive f16 forward was expected to overflow"
+    );
+}
+
+#[test]
+fn f16_and_bf16_follow_f32_on_the_parity_fixture() {
+    let device = Default::default();
+    let reference = read("t5_io.safetensors", "hidden");
+    for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
+        let model = load_t5_with::<Fx>(fixture("t5"), &device, None, Some(dtype)).unwrap();
+        let out = model.forward(ids::<Fx>("t5_io.safetensors", "ids", &device));
+        let err = max_abs_err(out, &reference);
+        println!("T5 {dtype:?}: max abs err vs f32 reference {err:.3e}");
+        assert!(err < tol, "{dtype:?}: {err}");
+    }
+}
