@@ -93,3 +93,13 @@ fn t5_weights_are_not_clip() {
         "{err}"
     );
 }
+
+#[test]
+fn eos_position_follows_transformers() {
+    use flux_text::eos_position;
+    // Legacy configs (`eos_token_id == 2`): the first largest id.
+    assert_eq!(eos_position(&[49406, 320, 49407, 49407], 2), 2);
+    // Newer configs: the first id equal to `eos_token_id`, 0 if absent.
+    assert_eq!(eos_position(&[0, 5, 7, 9, 7], 7), 2);
+    assert_eq!(eos_position(&[0, 5, 9], 7), 0);
+}

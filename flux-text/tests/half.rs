@@ -1,7 +1,7 @@
 //! Half precision: T5 in f16 stays finite where a naive f16 forward overflows.
 //!
-//! burn's NdArray backend has no f16 tensors; the Flex backend stores f16 tensors (and computes
-//! attention in f32), so these tests run on Flex.
+//! burn 0.21's NdArray backend has no f16 tensors (its float element is f32 or f64); the Flex
+//! backend stores f16 tensors (and computes attention in f32), so these tests run on Flex.
 
 mod common;
 

@@ -126,3 +126,78 @@ fn missing_file_is_an_error() {
     let err = load_t5::<Nd>(fixture("nope.safetensors"), &Default::default()).unwrap_err();
     assert!(matches!(err, Error::Checkpoint(_)), "{err}");
 }
+
+/// Copies `t5/model.safetensors` into `dir`, renaming (`Some(new)`) or dropping (`None`) keys,
+/// plus an optional extra copy of one tensor under another name (`(new, source)`).
+fn rewrite(
+    dir: &std::path::Path,
+    rename: impl Fn(&str) -> Option<String>,
+    extra: Option<(&str, &str)>,
+) -> std::path::PathBuf {
+    use flux_core::io::SafetensorsFile;
+    use safetensors::tensor::TensorView;
+    let src = SafetensorsFile::open(fixture("t5/model.safetensors")).unwrap();
+    let mut tensors = Vec::new();
+    for name in src.names() {
+        let Some(new) = rename(name) else { continue };
+        let info = src.info(name).unwrap();
+        let view =
+            TensorView::new(info.dtype, info.shape.clone(), src.bytes(name).unwrap()).unwrap();
+        if let Some((copy, _)) = extra.filter(|(_, source)| *source == name) {
+            tensors.push((copy.to_string(), view.clone()));
+        }
+        tensors.push((new, view));
+    }
+    let path = dir.join("t5.safetensors");
+    safetensors::serialize_to_file(tensors, None, &path).unwrap();
+    path
+}
+
+#[test]
+fn embed_tokens_only_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = rewrite(
+        dir.path(),
+        |k| {
+            Some(if k == "shared.weight" {
+                "encoder.embed_tokens.weight".into()
+            } else {
+                k.into()
+            })
+        },
+        None,
+    );
+    let device = Default::default();
+    let model = load_t5::<Nd>(&path, &device).unwrap();
+    let out = model.forward(ids::<Nd>("t5_io.safetensors", "ids", &device));
+    assert!(max_abs_err(out, &read("t5_io.safetensors", "hidden")) <= 1e-4);
+}
+
+#[test]
+fn missing_and_unexpected_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let wo = "encoder.block.1.layer.1.DenseReluDense.wo.weight";
+    let path = rewrite(dir.path(), |k| (k != wo).then(|| k.to_string()), None);
+    let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint(flux_core::Error::MissingKeys(keys)) if keys == &[wo]),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let stray = "encoder.block.1.layer.1.DenseReluDense.wx.weight";
+    let path = rewrite(dir.path(), |k| Some(k.to_string()), Some((stray, wo)));
+    let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint(flux_core::Error::UnexpectedKeys(keys)) if keys == &[stray]),
+        "{err}"
+    );
+}
+
+#[test]
+fn t5_v1_0_is_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = rewrite(dir.path(), |k| Some(k.replace("wi_0", "wi")), None);
+    let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+}
