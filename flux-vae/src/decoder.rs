@@ -1,0 +1,82 @@
+//! The decoder: latent to image.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::AutoEncoderConfig;
+use crate::encoder::MidBlock;
+use crate::norm::{GroupNorm, swish};
+use crate::resnet::{ResnetBlock, conv3x3};
+use crate::sample::Upsample;
+
+/// One decoder level: `num_res_blocks + 1` resnets, then an upsample on all but level 0.
+#[derive(Module, Debug)]
+pub struct UpLevel<B: Backend> {
+    /// The resnets.
+    pub block: Vec<ResnetBlock<B>>,
+    /// Doubles the resolution (absent on level 0).
+    pub upsample: Option<Upsample<B>>,
+}
+
+/// BFL `Decoder`: `conv_in`, `mid`, levels `up.{i}` run from the last to the first,
+/// `norm_out`, swish, `conv_out`.
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    /// Latent to the widest channel count.
+    pub conv_in: Conv2d<B>,
+    /// The mid block.
+    pub mid: MidBlock<B>,
+    /// The levels, indexed like the encoder's (`up.0` is the full-resolution one, run last).
+    pub up: Vec<UpLevel<B>>,
+    /// Output norm.
+    pub norm_out: GroupNorm<B>,
+    /// To image channels.
+    pub conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Builds the decoder of `config`.
+    pub fn new(config: &AutoEncoderConfig, device: &B::Device) -> Self {
+        let g = config.norm_groups;
+        let levels = config.ch_mult.len();
+        let top = config.ch * config.ch_mult[levels - 1];
+        let mut cin = top;
+        let mut up: Vec<UpLevel<B>> = (0..levels)
+            .rev()
+            .map(|i| {
+                let cout = config.ch * config.ch_mult[i];
+                let block = (0..=config.num_res_blocks)
+                    .map(|j| ResnetBlock::new(if j == 0 { cin } else { cout }, cout, g, device))
+                    .collect();
+                cin = cout;
+                let upsample = (i > 0).then(|| Upsample::new(cout, device));
+                UpLevel { block, upsample }
+            })
+            .collect();
+        up.reverse();
+        Self {
+            conv_in: conv3x3(config.z_channels, top, device),
+            mid: MidBlock::new(top, g, device),
+            up,
+            norm_out: GroupNorm::new(g, config.ch, device),
+            conv_out: conv3x3(config.ch, config.out_ch, device),
+        }
+    }
+
+    /// # Shapes
+    /// `z` (unscaled latent): `[b, z_channels, h, w]` -> `[b, out_ch, 8h, 8w]`.
+    pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = self.mid.forward(self.conv_in.forward(z));
+        for level in self.up.iter().rev() {
+            for block in &level.block {
+                h = block.forward(h);
+            }
+            if let Some(up) = &level.upsample {
+                h = up.forward(h);
+            }
+        }
+        self.conv_out.forward(swish(self.norm_out.forward(h)))
+    }
+}

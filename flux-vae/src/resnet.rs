@@ -1,0 +1,62 @@
+//! The residual block of encoder and decoder.
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::norm::{GroupNorm, swish};
+
+/// A 3x3 convolution with padding 1 (`[in, out]` channels).
+pub(crate) fn conv3x3<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+/// A 1x1 convolution (`[in, out]` channels).
+pub(crate) fn conv1x1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([cin, cout], [1, 1]).init(device)
+}
+
+/// `skip(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))`, with a 1x1 `nin_shortcut` as the
+/// skip when the width changes (BFL `ResnetBlock`; diffusers `ResnetBlock2D`).
+#[derive(Module, Debug)]
+pub struct ResnetBlock<B: Backend> {
+    /// First norm.
+    pub norm1: GroupNorm<B>,
+    /// First 3x3 conv.
+    pub conv1: Conv2d<B>,
+    /// Second norm.
+    pub norm2: GroupNorm<B>,
+    /// Second 3x3 conv.
+    pub conv2: Conv2d<B>,
+    /// 1x1 projection of the skip path when `in != out`.
+    pub nin_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    /// A block from `cin` to `cout` channels.
+    pub fn new(cin: usize, cout: usize, groups: usize, device: &B::Device) -> Self {
+        Self {
+            norm1: GroupNorm::new(groups, cin, device),
+            conv1: conv3x3(cin, cout, device),
+            norm2: GroupNorm::new(groups, cout, device),
+            conv2: conv3x3(cout, cout, device),
+            nin_shortcut: (cin != cout).then(|| conv1x1(cin, cout, device)),
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[b, in, h, w]` -> `[b, out, h, w]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let h = self.conv1.forward(swish(self.norm1.forward(x.clone())));
+        let h = self.conv2.forward(swish(self.norm2.forward(h)));
+        let skip = match &self.nin_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}

@@ -1,0 +1,61 @@
+//! Resolution changes: stride-2 downsampling and nearest-neighbour x2 upsampling.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
+
+use crate::resnet::conv3x3;
+
+/// Pads right and bottom by one, then a 3x3 stride-2 conv without padding (BFL `Downsample`).
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    /// The stride-2 conv.
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> Downsample<B> {
+    /// Keeps `channels`.
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([channels, channels], [3, 3])
+                .with_stride([2, 2])
+                .init(device),
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[b, c, h, w]` -> `[b, c, h/2, w/2]` (even `h`, `w`).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.conv
+            .forward(x.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
+    }
+}
+
+/// Nearest-neighbour x2 upsampling, then a 3x3 conv (BFL `Upsample`).
+#[derive(Module, Debug)]
+pub struct Upsample<B: Backend> {
+    /// The conv after upsampling.
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> Upsample<B> {
+    /// Keeps `channels`.
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: conv3x3(channels, channels, device),
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[b, c, h, w]` -> `[b, c, 2h, 2w]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let up = x
+            .reshape([b, c, h, 1, w, 1])
+            .expand([b, c, h, 2, w, 2])
+            .reshape([b, c, 2 * h, 2 * w]);
+        self.conv.forward(up)
+    }
+}
