@@ -13,11 +13,14 @@
 mod sizes;
 #[path = "../benches/step.rs"]
 mod step;
+#[path = "../benches/text_step.rs"]
+mod text_step;
 
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -30,7 +33,7 @@ use crate::step::Step;
 struct Args {
     #[command(subcommand)]
     workload: Workload,
-    /// Named size (tiny, small, medium, dev).
+    /// Named size (transformer: tiny, small, medium, dev; t5: tiny, small, xxl; clip: tiny, small).
     #[arg(long, global = true, default_value = "small")]
     size: String,
     /// The burn backend.
@@ -52,6 +55,10 @@ enum Workload {
         #[arg(long)]
         construct_only: bool,
     },
+    /// The T5 encoder (last hidden state), random weights.
+    T5,
+    /// The CLIP-L text encoder (hidden states and pooled vector), random weights.
+    Clip,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +85,30 @@ fn main() -> ExitCode {
 }
 
 fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>> {
+    let unknown = || format!("unknown size {:?} for this workload", args.size);
+    match args.workload {
+        Workload::T5 => {
+            let (config, n) = text_step::t5_size(&args.size).ok_or_else(unknown)?;
+            println!(
+                "t5 {}: d_model {}, {} layers, {n} tokens",
+                args.size, config.d_model, config.num_layers
+            );
+            let model = config.init::<B>(device);
+            let ids = text_step::token_ids::<B>(n, config.vocab_size, 1, device);
+            return time_runs(args, || Ok(model.try_forward(ids.clone())?.abs().mean()));
+        }
+        Workload::Clip => {
+            let (config, n) = text_step::clip_size(&args.size).ok_or_else(unknown)?;
+            println!(
+                "clip {}: hidden {}, {} layers, {n} tokens",
+                args.size, config.hidden_size, config.num_hidden_layers
+            );
+            let model = config.init::<B>(device);
+            let ids = text_step::token_ids::<B>(n, config.vocab_size, config.eos_token_id, device);
+            return time_runs(args, || Ok(model.forward(ids.clone()).pooled.abs().mean()));
+        }
+        Workload::Transformer { .. } => {}
+    }
     let size = sizes::by_name(&args.size).ok_or_else(|| {
         let names: Vec<_> = sizes::all().iter().map(|s| s.name).collect();
         format!("unknown size {:?}; one of {names:?}", args.size)
@@ -86,6 +117,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
         Workload::Transformer { construct_only } => {
             transformer::<B>(args, &size, construct_only, device)
         }
+        Workload::T5 | Workload::Clip => unreachable!("handled above"),
     }
 }
 
@@ -133,6 +165,30 @@ fn transformer<B: Backend>(
         }
         if i >= args.warmup {
             times.push(ms);
+        }
+    }
+    report(&times, &cpu)
+}
+
+/// Times `args.reps` calls of `f` (after `args.warmup`), each returning a scalar summary of
+/// its output that is read back (so the work is finished) and checked for finiteness.
+fn time_runs<B: Backend>(
+    args: &Args,
+    f: impl Fn() -> Result<Tensor<B, 1>, Box<dyn Error>>,
+) -> Result<(), Box<dyn Error>> {
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
+    for i in 0..args.warmup + args.reps {
+        let (start, cpu_start) = (Instant::now(), cpu_ms());
+        let summary: f32 = burn::tensor::ElementConversion::elem(f()?.into_scalar());
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if !summary.is_finite() {
+            return Err(format!("non-finite output (mean |v| = {summary})").into());
+        }
+        if i >= args.warmup {
+            times.push(ms);
+            if let (Some(a), Some(b)) = (cpu_start, cpu_ms()) {
+                cpu.push(b - a);
+            }
         }
     }
     report(&times, &cpu)
