@@ -201,3 +201,15 @@ fn t5_v1_0_is_unsupported() {
     let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
 }
+
+#[test]
+fn fp8_e4m3fn_single_file_matches() {
+    // ComfyUI's t5xxl_fp8_e4m3fn layout: linear weights in fp8, embedding/norms/bias in f16.
+    // The reference ran the same rounded weights in f32.
+    let err = parity::<Nd>(
+        "t5_fp8_e4m3fn.safetensors",
+        "hidden_fp8",
+        &Default::default(),
+    );
+    assert!(err <= 1e-4);
+}

@@ -5,7 +5,9 @@ Writes flux-text/tests/fixtures/:
   t5_sharded/            the same weights in two shards + model.safetensors.index.json + config.json
   t5_bf16.safetensors    the same weights stored in bf16, one file, no config, ComfyUI-style (holds
                          both `shared.weight` and its duplicate `encoder.embed_tokens.weight`)
-  t5_io.safetensors      ids [2, 150] (i64), hidden (f32 model), hidden_bf16 (bf16-rounded weights, f32 run)
+  t5_fp8_e4m3fn.safetensors  the same weights as ComfyUI's fp8 file: linear weights fp8 e4m3fn, rest f16
+  t5_io.safetensors      ids [2, 150] (i64), hidden (f32 model), hidden_bf16 / hidden_fp8 (rounded
+                         weights run in f32)
   t5_overflow.safetensors  a tiny T5 (f32 weights) whose feed-forward output exceeds f16's range
   t5_overflow_io.safetensors  its ids, hidden (f32 reference), ff_max (largest |FF output|)
   clip/                  tiny CLIPTextModel (legacy eos_token_id 2), HF folder (f32) as transformers 5
@@ -121,7 +123,19 @@ def gen_t5():
     rounded.load_state_dict({k: v.float() for k, v in bf16.items()})
     with torch.no_grad():
         hidden_bf16 = rounded(input_ids=ids).last_hidden_state
-    save_file({"ids": ids, "hidden": hidden, "hidden_bf16": hidden_bf16},
+    # ComfyUI's t5xxl_fp8_e4m3fn layout: linear weights in fp8 e4m3fn, the rest in f16.
+    fp8 = {k: v.to(torch.float8_e4m3fn) if k.endswith(("q.weight", "k.weight", "v.weight",
+                                                          "o.weight", "wi_0.weight", "wi_1.weight",
+                                                          "wo.weight")) else v.to(torch.float16)
+           for k, v in t5_keys(model).items()}
+    assert sum(v.dtype == torch.float8_e4m3fn for v in fp8.values()) == 14
+    save_file(fp8, os.path.join(OUT, "t5_fp8_e4m3fn.safetensors"))
+    rounded = t5_model(0)
+    rounded.load_state_dict({k: v.float() for k, v in fp8.items()}, strict=False)
+    rounded.encoder.embed_tokens.weight = rounded.shared.weight
+    with torch.no_grad():
+        hidden_fp8 = rounded(input_ids=ids).last_hidden_state
+    save_file({"ids": ids, "hidden": hidden, "hidden_bf16": hidden_bf16, "hidden_fp8": hidden_fp8},
               os.path.join(OUT, "t5_io.safetensors"))
 
     # Overflow case: `wo` scaled so the feed-forward output leaves f16's range.
