@@ -15,6 +15,8 @@ mod sizes;
 mod step;
 #[path = "../benches/text_step.rs"]
 mod text_step;
+#[path = "../benches/vae_step.rs"]
+mod vae_step;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -33,7 +35,8 @@ use crate::step::Step;
 struct Args {
     #[command(subcommand)]
     workload: Workload,
-    /// Named size (transformer: tiny, small, medium, dev; t5: tiny, small, xxl; clip: tiny, small).
+    /// Named size (transformer: tiny, small, medium, dev; t5: tiny, small, xxl; clip: tiny,
+    /// small; vae: tiny, patch, small, dev).
     #[arg(long, global = true, default_value = "small")]
     size: String,
     /// The burn backend.
@@ -59,6 +62,8 @@ enum Workload {
     T5,
     /// The CLIP-L text encoder (hidden states and pooled vector), random weights.
     Clip,
+    /// The VAE decoder (latents to image), random weights.
+    Vae,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -107,6 +112,13 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             let ids = text_step::token_ids::<B>(n, config.vocab_size, config.eos_token_id, device);
             return time_runs(args, || Ok(model.forward(ids.clone()).pooled.abs().mean()));
         }
+        Workload::Vae => {
+            let (config, side) = vae_step::vae_size(&args.size).ok_or_else(unknown)?;
+            println!("vae decode {}: {side}x{side} image", args.size);
+            let model = config.init::<B>(device)?;
+            let latents = vae_step::latents::<B>(&config, side, device);
+            return time_runs(args, || Ok(model.decode(latents.clone())?.abs().mean()));
+        }
         Workload::Transformer { .. } => {}
     }
     let size = sizes::by_name(&args.size).ok_or_else(|| {
@@ -117,7 +129,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
         Workload::Transformer { construct_only } => {
             transformer::<B>(args, &size, construct_only, device)
         }
-        Workload::T5 | Workload::Clip => unreachable!("handled above"),
+        Workload::T5 | Workload::Clip | Workload::Vae => unreachable!("handled above"),
     }
 }
 
