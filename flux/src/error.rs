@@ -8,6 +8,18 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] flux_core::Error),
 
+    /// Tokenizing or running the text encoders.
+    #[error(transparent)]
+    Text(#[from] flux_text::Error),
+
+    /// Loading or running the autoencoder.
+    #[error(transparent)]
+    Vae(#[from] flux_vae::Error),
+
+    /// Schedule, noise or the sampler loop.
+    #[error(transparent)]
+    Sampler(#[from] flux_sampler::Error),
+
     /// No weights were given to the builder.
     #[error("no weights given: call `model_dir`, `files` or `hub_repo` on the pipeline builder")]
     NoWeights,

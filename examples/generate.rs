@@ -1,0 +1,231 @@
+//! The main job: a prompt in, a PNG out.
+//!
+//! ```sh
+//! cargo run --release --example generate -- --prompt "a cat in a tiny hat" \
+//!     --model-dir FLUX.1-schnell --width 1024 --height 1024 --out cat.png
+//! ```
+//!
+//! Weights: a FLUX.1 folder in the Hugging Face layout (`--model-dir`), or a hub repository
+//! id (`--repo black-forest-labs/FLUX.1-schnell`, with `HF_TOKEN` for the gated [dev]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use burn::tensor::DType;
+use clap::{Parser, ValueEnum};
+use flux::{
+    Control, GenerateRequest, ImageMetadata, MemoryMode, ModelKind, Pipeline, Progress, Stage,
+    save_png,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// FLUX.1 text-to-image.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// What to draw.
+    #[arg(long)]
+    prompt: String,
+    /// A FLUX.1 folder in the Hugging Face layout (transformer/, vae/, text_encoder/, ...).
+    #[arg(long, conflicts_with = "repo")]
+    model_dir: Option<PathBuf>,
+    /// A Hugging Face Hub repository id, e.g. black-forest-labs/FLUX.1-schnell.
+    #[arg(long)]
+    repo: Option<String>,
+    /// Image width (a multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    /// Image height (a multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    height: usize,
+    /// Sampler steps (default: 28 for [dev], 4 for [schnell]).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Guidance scale ([dev] only; default 3.5).
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Seed of the initial noise (same seed, same picture as diffusers).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images to make.
+    #[arg(long, default_value_t = 1)]
+    num_images: usize,
+    /// Output file; with several images, `_1`, `_2`... are inserted before the extension.
+    #[arg(long, default_value = "out.png")]
+    out: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Float type of weights and activations.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
+    /// Load each model only for its stage (text encoders are dropped before the transformer
+    /// loads): peak memory is the largest model instead of the sum.
+    #[arg(long)]
+    low_memory: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+/// Backend selection, in one spot: one module per backend, gated by cargo feature.
+mod backends {
+    pub type Cpu = burn::backend::NdArray<f32>;
+    #[cfg(feature = "wgpu")]
+    pub type Wgpu = burn::backend::Wgpu;
+    #[cfg(feature = "cuda")]
+    pub type Cuda = burn::backend::Cuda;
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.device {
+        DeviceArg::Cpu => run::<backends::Cpu>(&args),
+        #[cfg(feature = "wgpu")]
+        DeviceArg::Wgpu => run::<backends::Wgpu>(&args),
+        #[cfg(feature = "cuda")]
+        DeviceArg::Cuda => run::<backends::Cuda>(&args),
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "--device {other:?} needs the `{}` cargo feature: cargo run --release --features {} --example generate -- ...",
+            format!("{other:?}").to_lowercase(),
+            format!("{other:?}").to_lowercase()
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
+    let started = Instant::now();
+    let mut builder = Pipeline::<B>::builder().memory(if args.low_memory {
+        MemoryMode::Sequential
+    } else {
+        MemoryMode::Resident
+    });
+    builder = match (&args.model_dir, &args.repo) {
+        (Some(dir), _) => builder.model_dir(dir),
+        (None, Some(repo)) => builder.hub_repo(repo),
+        (None, None) => {
+            return Err(
+                "no weights: pass --model-dir DIR (a FLUX.1 folder in the Hugging Face \
+                 layout: transformer/, vae/, text_encoder/, text_encoder_2/, tokenizer/, \
+                 tokenizer_2/; e.g. `huggingface-cli download black-forest-labs/FLUX.1-schnell \
+                 --local-dir FLUX.1-schnell`) or --repo black-forest-labs/FLUX.1-schnell \
+                 (FLUX.1-dev is gated: accept its licence and set HF_TOKEN)"
+                    .into(),
+            );
+        }
+    };
+    builder = match args.dtype {
+        DtypeArg::F32 => builder,
+        DtypeArg::Bf16 => builder.dtype(DType::BF16),
+        DtypeArg::F16 => builder.dtype(DType::F16),
+    };
+    let pipeline = builder.build().map_err(|e| e.to_string())?;
+    let load_time = started.elapsed();
+    let kind = pipeline.kind();
+
+    let request = GenerateRequest::new(&args.prompt)
+        .with_size(args.width, args.height)
+        .with_seed(args.seed)
+        .with_images_per_prompt(args.num_images);
+    let request = match args.steps {
+        Some(steps) => request.with_steps(steps),
+        None => request,
+    };
+    let request = match args.guidance {
+        Some(g) => request.with_guidance(g),
+        None => request,
+    };
+    let steps = request.steps.unwrap_or(kind.default_steps());
+    let guidance = match kind {
+        ModelKind::Dev => Some(request.guidance.unwrap_or(3.5)),
+        ModelKind::Schnell => None,
+    };
+
+    let bar = ProgressBar::new(steps as u64).with_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} ({per_sec})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut stage_times: BTreeMap<&'static str, Duration> = BTreeMap::new();
+    let mut stage_start = Duration::ZERO;
+    let images = pipeline
+        .generate_with_progress(&request, |p: Progress| {
+            let name = match p.stage {
+                Stage::Loading => "loading",
+                Stage::Encoding => "text",
+                Stage::Denoising => "denoise",
+                Stage::Decoding => "vae",
+                _ => "other",
+            };
+            if p.step == 0 {
+                stage_start = p.elapsed;
+            } else if p.step == p.total {
+                *stage_times.entry(name).or_default() += p.elapsed - stage_start;
+            }
+            if p.stage == Stage::Denoising {
+                bar.set_prefix("denoising");
+                bar.set_position(p.step as u64);
+            }
+            Control::Continue
+        })
+        .map_err(|e| e.to_string())?;
+    bar.finish();
+
+    for (i, image) in images.iter().enumerate() {
+        let path = if images.len() == 1 {
+            args.out.clone()
+        } else {
+            let stem = args
+                .out
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("out");
+            let ext = args
+                .out
+                .extension()
+                .and_then(|s| s.to_str())
+                .unwrap_or("png");
+            args.out.with_file_name(format!("{stem}_{}.{ext}", i + 1))
+        };
+        let meta = ImageMetadata {
+            prompt: args.prompt.clone(),
+            seed: args.seed,
+            steps,
+            guidance,
+            model: kind.name().into(),
+            width: image.width(),
+            height: image.height(),
+        };
+        save_png(image, &path, &meta).map_err(|e| e.to_string())?;
+        println!("wrote {}", path.display());
+    }
+    println!("timing: load {:.2}s", load_time.as_secs_f64());
+    for (stage, t) in &stage_times {
+        println!("timing: {stage} {:.2}s", t.as_secs_f64());
+    }
+    println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
