@@ -241,6 +241,10 @@ fn uniforms_of_exactly_zero_match_torch() {
     for (seed, n) in [(1u64, 2_753_136usize), (2, 10_427_184)] {
         let ours = draw(&mut TorchGenerator::new(seed), "f32", n);
         let name = format!("rare.s{seed}.n{n}");
-        assert_eq!(first_difference(&ours[(n - 16) * 4..], &raw(&name), 4), None, "{name}");
+        assert_eq!(
+            first_difference(&ours[(n - 16) * 4..], &raw(&name), 4),
+            None,
+            "{name}"
+        );
     }
 }
