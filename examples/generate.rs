@@ -65,6 +65,12 @@ struct Args {
     /// loads): peak memory is the largest model instead of the sum.
     #[arg(long)]
     low_memory: bool,
+    /// img2img: start from this image (resized to --width x --height) instead of pure noise.
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// img2img strength in (0, 1]: the share of the schedule that runs (1 ignores the image).
+    #[arg(long, default_value_t = 0.6, requires = "init_image")]
+    strength: f64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -156,6 +162,14 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         Some(g) => request.with_guidance(g),
         None => request,
     };
+    let request = match &args.init_image {
+        Some(path) => {
+            let image = image::open(path)
+                .map_err(|e| format!("cannot read the init image {}: {e}", path.display()))?;
+            request.with_init_image(image, args.strength)
+        }
+        None => request,
+    };
     let steps = request.steps.unwrap_or(kind.default_steps());
     let guidance = match kind {
         ModelKind::Dev => Some(request.guidance.unwrap_or(3.5)),
@@ -176,6 +190,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             let name = match p.stage {
                 Stage::Loading => "loading",
                 Stage::Encoding => "text",
+                Stage::EncodingImage => "vae encode",
                 Stage::Denoising => "denoise",
                 Stage::Decoding => "vae",
                 _ => "other",
@@ -186,6 +201,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
                 *stage_times.entry(name).or_default() += p.elapsed - stage_start;
             }
             if p.stage == Stage::Denoising {
+                bar.set_length(p.total as u64);
                 bar.set_prefix("denoising");
                 bar.set_position(p.step as u64);
             }

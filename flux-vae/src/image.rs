@@ -6,14 +6,15 @@ use image::{DynamicImage, RgbImage};
 
 use crate::{Error, Result};
 
-/// One RGB image as a `[1, 3, h, w]` tensor in `[-1, 1]` (`v / 127.5 - 1`).
+/// One RGB image as a `[1, 3, h, w]` tensor in `[-1, 1]`: `2 · (v / 255) − 1` in `f32`, the
+/// exact arithmetic of diffusers' `VaeImageProcessor` (`pil_to_numpy`, then `normalize`).
 pub fn image_to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 4> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let mut planar = vec![0.0f32; 3 * h * w];
     for (x, y, p) in image.enumerate_pixels() {
         let i = y as usize * w + x as usize;
         for c in 0..3 {
-            planar[c * h * w + i] = f32::from(p.0[c]) / 127.5 - 1.0;
+            planar[c * h * w + i] = 2.0 * (f32::from(p.0[c]) / 255.0) - 1.0;
         }
     }
     Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), device)

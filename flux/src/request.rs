@@ -27,8 +27,12 @@ pub struct GenerateRequest {
     pub images_per_prompt: usize,
     /// Initial latents `[b, 16, h/8, w/8]` (row-major values) instead of seeded noise.
     pub latents: Option<Vec<f32>>,
-    /// img2img: the image to start from and the strength in (0, 1] (1 = ignore the image).
-    pub init_image: Option<(DynamicImage, f32)>,
+    /// img2img: the image to start from and the strength in (0, 1], diffusers'
+    /// `FluxImg2ImgPipeline` semantics: the last `⌊steps·strength⌋`-ish steps run (exactly,
+    /// from step `int(steps − steps·strength)` on) starting from the image's latents noised to
+    /// that step's sigma; 1 ignores the image's content. The image is resized to
+    /// `width × height` when its size differs.
+    pub init_image: Option<(DynamicImage, f64)>,
 }
 
 impl GenerateRequest {
@@ -92,7 +96,7 @@ impl GenerateRequest {
     }
 
     /// img2img from `image` with `strength` in (0, 1].
-    pub fn with_init_image(mut self, image: DynamicImage, strength: f32) -> Self {
+    pub fn with_init_image(mut self, image: DynamicImage, strength: f64) -> Self {
         self.init_image = Some((image, strength));
         self
     }
@@ -111,6 +115,8 @@ pub enum Stage {
     Loading,
     /// Running the text encoders.
     Encoding,
+    /// Encoding the img2img init image with the VAE.
+    EncodingImage,
     /// A sampler step.
     Denoising,
     /// Decoding latents with the VAE.

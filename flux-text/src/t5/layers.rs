@@ -33,7 +33,8 @@ impl<B: Backend> T5LayerNorm<B> {
     pub fn forward(&self, x: Tensor<B, 3>, out: DType) -> Tensor<B, 3> {
         let x = x.cast(FloatDType::F32);
         let variance = x.clone().powi_scalar(2).mean_dim(2);
-        let normed = x * (variance + self.eps).sqrt().recip();
+        // Division, not `recip()`: see flux_core's `RmsNorm` (ndarray's SIMD recip is approximate).
+        let normed = x / (variance + self.eps).sqrt();
         let weight = self.weight.val().cast(FloatDType::F32).unsqueeze::<3>();
         (normed * weight).cast(out)
     }

@@ -1,0 +1,139 @@
+//! The denoising stage: starting latents (seeded noise, the caller's latents, or an init image
+//! noised to the first remaining step), then the Euler loop over the transformer.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use flux_core::Flux;
+use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
+
+use super::Pipeline;
+use super::plan::Plan;
+use crate::{Error, GenerateRequest, Result, Stage};
+
+/// The progress reporter `generate_with_progress` threads through the stages.
+pub(super) type Report<'a> = dyn FnMut(Stage, usize, usize) -> Result<()> + 'a;
+
+impl<B: Backend> Pipeline<B> {
+    pub(super) fn load_transformer(&self) -> Result<Flux<B>> {
+        let options = flux_core::LoadConfig {
+            config: None,
+            dtype: self.dtype,
+        };
+        Ok(flux_core::load_with::<B>(
+            &self.files.transformer,
+            &self.device,
+            options,
+        )?)
+    }
+
+    /// The schedule diffusers' `FluxPipeline` (or, with an init image, `FluxImg2ImgPipeline`)
+    /// runs: `plan.steps` shifted sigmas, of which img2img keeps those from
+    /// `img2img_start(steps, strength)` on.
+    fn schedule(&self, r: &GenerateRequest, plan: &Plan, image_seq_len: usize) -> Result<Schedule> {
+        let shift = self.kind.shifted().then(Shift::default);
+        let full = Schedule::new(ScheduleKind::Diffusers, plan.steps, image_seq_len, shift)?;
+        match &r.init_image {
+            None => Ok(full),
+            Some((_, strength)) => {
+                let start = flux_sampler::img2img_start(plan.steps, *strength);
+                Ok(full.starting_at(start)?)
+            }
+        }
+    }
+
+    /// The latents the loop starts from, unpacked `[b, 16, h/8, w/8]`, drawn in diffusers' order
+    /// from one torch-compatible generator seeded with `r.seed`: for img2img the VAE posterior
+    /// sample's noise first, then the initial noise (unless the caller supplied it), mixed as
+    /// `sigma·noise + (1 − sigma)·image_latents` at the first remaining step (diffusers'
+    /// `scale_noise`).
+    fn starting_latents(
+        &self,
+        r: &GenerateRequest,
+        plan: &Plan,
+        schedule: &Schedule,
+        report: &mut Report<'_>,
+    ) -> Result<Tensor<B, 4>> {
+        let device = &self.device;
+        let shape = flux_sampler::diffusers_latent_shape(plan.batch, r.height, r.width);
+        let mut generator = TorchGenerator::new(r.seed);
+        let image_latents = match &r.init_image {
+            Some((image, _)) => {
+                report(Stage::EncodingImage, 0, 1)?;
+                let latents = self.encode_init_image(image, r, plan.batch, &mut generator)?;
+                report(Stage::EncodingImage, 1, 1)?;
+                Some(latents)
+            }
+            None => None,
+        };
+        let noise: Tensor<B, 4> = match &r.latents {
+            Some(values) => Tensor::from_data(TensorData::new(values.clone(), shape), device),
+            None => generator.randn_tensor(shape, NoiseDtype::F32, device)?,
+        };
+        Ok(match image_latents {
+            Some(image_latents) => {
+                let sigma = schedule.sigmas()[0];
+                noise * sigma + image_latents * (1.0 - sigma)
+            }
+            None => noise,
+        })
+    }
+
+    /// Starting latents, then the Euler loop; returns unpacked latents `[b, 16, h/8, w/8]`.
+    pub(super) fn denoise(
+        &self,
+        r: &GenerateRequest,
+        plan: &Plan,
+        txt: Tensor<B, 3>,
+        pooled: Tensor<B, 2>,
+        report: &mut Report<'_>,
+    ) -> Result<Tensor<B, 4>> {
+        let device = &self.device;
+        let [b, _, lh, lw] = flux_sampler::diffusers_latent_shape(plan.batch, r.height, r.width);
+        let schedule = self.schedule(r, plan, (lh / 2) * (lw / 2))?;
+        let x = flux_core::pack(self.starting_latents(r, plan, &schedule, report)?)?;
+        let img_ids = flux_core::img_ids::<B>(b, r.height, r.width, device)?;
+        let [_, n_txt, _] = txt.dims();
+        let txt_ids = flux_core::txt_ids::<B>(b, n_txt, device);
+
+        let loaded;
+        let transformer = match &self.resident {
+            Some(m) => &m.transformer,
+            None => {
+                report(Stage::Loading, 0, 1)?;
+                loaded = self.load_transformer()?;
+                report(Stage::Loading, 1, 1)?;
+                &loaded
+            }
+        };
+        let pe = transformer.rope(txt_ids, img_ids)?;
+        let guidance = plan.guidance.map(|g| Tensor::<B, 1>::full([b], g, device));
+        let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
+            let t = Tensor::<B, 1>::full([b], step.t, device);
+            Ok(transformer.try_forward_with_rope(
+                x.clone(),
+                txt.clone(),
+                &pe,
+                t,
+                pooled.clone(),
+                guidance.clone(),
+            )?)
+        };
+        let total = schedule.num_steps();
+        let mut cancelled = false;
+        let result = flux_sampler::denoise(&mut velocity, x, &schedule, |step| {
+            match report(Stage::Denoising, step.index, total) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(_) => {
+                    cancelled = true;
+                    std::ops::ControlFlow::Break(())
+                }
+            }
+        })?;
+        let latents = result.finished().ok_or(Error::Cancelled)?;
+        if cancelled {
+            return Err(Error::Cancelled);
+        }
+        report(Stage::Denoising, total, total)?;
+        Ok(flux_core::unpack(latents, lh, lw)?)
+    }
+}

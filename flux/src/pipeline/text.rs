@@ -1,0 +1,69 @@
+//! The text stage: CLIP's pooled vector and T5's token states for every prompt.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use flux_text::{ClipTextEncoder, T5Encoder};
+
+use super::{CLIP_MAX_LEN, Pipeline};
+use crate::{GenerateRequest, Result};
+
+impl<B: Backend> Pipeline<B> {
+    pub(super) fn load_clip(&self) -> Result<ClipTextEncoder<B>> {
+        Ok(flux_text::load_clip::<B>(&self.files.clip, &self.device)?)
+    }
+
+    pub(super) fn load_t5(&self) -> Result<T5Encoder<B>> {
+        Ok(flux_text::load_t5::<B>(&self.files.t5, &self.device)?)
+    }
+
+    /// Token ids of every prompt, `[n, len]`.
+    fn ids(&self, rows: Vec<Vec<u32>>, len: usize) -> Tensor<B, 2, Int> {
+        let n = rows.len();
+        let flat: Vec<i64> = rows.into_iter().flatten().map(i64::from).collect();
+        Tensor::from_data(TensorData::new(flat, [n, len]), &self.device)
+    }
+
+    /// T5 tokens `[b, len, 4096]` and pooled CLIP `[b, 768]`, each prompt repeated
+    /// `images_per_prompt` times (consecutively, like diffusers).
+    pub(super) fn encode_prompts(
+        &self,
+        r: &GenerateRequest,
+    ) -> Result<(Tensor<B, 3>, Tensor<B, 2>)> {
+        let clip_ids = r
+            .prompts
+            .iter()
+            .map(|p| self.clip_tokenizer.encode(p, CLIP_MAX_LEN))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let t5_ids = r
+            .prompts
+            .iter()
+            .map(|p| self.t5_tokenizer.encode(p, self.t5_max_len))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let clip_ids = self.ids(clip_ids, CLIP_MAX_LEN);
+        let t5_ids = self.ids(t5_ids, self.t5_max_len);
+        let (pooled, txt) = match &self.resident {
+            Some(m) => (
+                m.clip.try_forward(clip_ids)?.pooled,
+                m.t5.try_forward(t5_ids)?,
+            ),
+            None => {
+                // Sequential: each encoder lives only for its own forward.
+                let pooled = self.load_clip()?.try_forward(clip_ids)?.pooled;
+                let txt = self.load_t5()?.try_forward(t5_ids)?;
+                (pooled, txt)
+            }
+        };
+        let n = r.images_per_prompt;
+        let [p, len, width] = txt.dims();
+        let txt = txt
+            .unsqueeze_dim::<4>(1)
+            .repeat_dim(1, n)
+            .reshape([p * n, len, width]);
+        let [_, dim] = pooled.dims();
+        let pooled = pooled
+            .unsqueeze_dim::<3>(1)
+            .repeat_dim(1, n)
+            .reshape([p * n, dim]);
+        Ok((txt, pooled))
+    }
+}

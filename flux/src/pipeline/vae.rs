@@ -1,0 +1,76 @@
+//! The autoencoder's two jobs: the img2img init image to latents, and latents to pixels.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
+use flux_sampler::{NoiseDtype, TorchGenerator};
+use flux_vae::AutoEncoder;
+use image::DynamicImage;
+use image::imageops::{self, FilterType};
+
+use super::Pipeline;
+use crate::{Error, GenerateRequest, Result};
+
+impl<B: Backend> Pipeline<B> {
+    pub(super) fn load_vae(&self) -> Result<AutoEncoder<B>> {
+        Ok(flux_vae::load::<B>(&self.files.vae, &self.device)?)
+    }
+
+    /// diffusers' `FluxImg2ImgPipeline` image path: the image resized to the request's size
+    /// (Lanczos, like diffusers' default `resample="lanczos"`; PIL's and the `image` crate's
+    /// filters differ in the last bits, so pass an image of the requested size for bit-level
+    /// parity), mapped to `[-1, 1]`, encoded to a *sample* of the VAE posterior whose noise is
+    /// the generator's next `[1, 16, h/8, w/8]` draw, scaled and shifted, then repeated over the
+    /// batch.
+    ///
+    /// # Shapes
+    /// Returns `[batch, 16, h/8, w/8]`.
+    pub(super) fn encode_init_image(
+        &self,
+        image: &DynamicImage,
+        r: &GenerateRequest,
+        batch: usize,
+        generator: &mut TorchGenerator,
+    ) -> Result<Tensor<B, 4>> {
+        let (w, h) = (r.width as u32, r.height as u32);
+        let mut rgb = image.to_rgb8();
+        if rgb.dimensions() != (w, h) {
+            rgb = imageops::resize(&rgb, w, h, FilterType::Lanczos3);
+        }
+        let pixels = flux_vae::image_to_tensor::<B>(&rgb, &self.device);
+        let encode = |vae: &AutoEncoder<B>, generator: &mut TorchGenerator| -> Result<_> {
+            let z = vae.config().z_channels;
+            let eps = generator.randn_tensor(
+                [1, z, r.height / 8, r.width / 8],
+                NoiseDtype::F32,
+                &self.device,
+            )?;
+            Ok(vae.encode_sample(pixels, eps)?)
+        };
+        let latents = match &self.resident {
+            Some(m) => encode(&m.vae, generator)?,
+            None => encode(&self.load_vae()?, generator)?,
+        };
+        Ok(latents.repeat_dim(0, batch))
+    }
+
+    /// VAE decode and diffusers' post-processing to `output_type="np"`: `(x / 2 + 0.5)
+    /// .clamp(0, 1)`, channels last, `[b, h, w, 3]` row-major.
+    pub(super) fn decode(&self, latents: Tensor<B, 4>) -> Result<Vec<f32>> {
+        let image = match &self.resident {
+            Some(m) => m.vae.decode(latents)?,
+            None => self.load_vae()?.decode(latents)?,
+        };
+        let image = ((image / 2.0 + 0.5).clamp(0.0, 1.0)).permute([0, 2, 3, 1]);
+        let values: Vec<f32> = image
+            .cast(DType::F32)
+            .into_data()
+            .to_vec()
+            .map_err(|e| Error::Output(format!("reading the decoded image: {e:?}")))?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Output(
+                "the decoded image contains NaN or infinite values".into(),
+            ));
+        }
+        Ok(values)
+    }
+}

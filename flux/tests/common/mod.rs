@@ -1,0 +1,93 @@
+//! What the end-to-end tests share: the recorded reference runs and the tiny pipelines.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use flux::{GenerateRequest, MemoryMode, Pipeline};
+use flux_core::io::{SafetensorsFile, Weights};
+
+pub type B = NdArray<f32>;
+
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+pub struct Run {
+    pub request: GenerateRequest,
+    pub expected: Vec<f32>,
+    pub expected_u8: Vec<u8>,
+}
+
+/// The request of a recorded run (its prompt, size, steps, guidance and initial latents) and
+/// the reference's images, float in [0, 1] and 8-bit.
+pub fn run(name: &str) -> Run {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("tiny_pipeline_runs/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let io = Weights::open(fixture(&format!("tiny_pipeline_runs/{name}.safetensors"))).unwrap();
+    let prompts: Vec<String> = match &json["prompt"] {
+        serde_json::Value::String(p) => vec![p.clone()],
+        serde_json::Value::Array(ps) => {
+            ps.iter().map(|p| p.as_str().unwrap().to_string()).collect()
+        }
+        other => panic!("prompt {other}"),
+    };
+    let size = |k: &str| json[k].as_u64().unwrap() as usize;
+    let mut request = GenerateRequest::batch(prompts)
+        .with_size(size("width"), size("height"))
+        .with_steps(size("num_inference_steps"))
+        .with_latents(io.data("latents_in").unwrap().to_vec::<f32>().unwrap());
+    if let Some(g) = json["guidance_scale"].as_f64() {
+        request = request.with_guidance(g as f32);
+    }
+    Run {
+        request,
+        expected: io.data("image").unwrap().to_vec::<f32>().unwrap(),
+        // u8 is not a float dtype for the weight loader: read the raw bytes.
+        expected_u8: SafetensorsFile::open(fixture(&format!(
+            "tiny_pipeline_runs/{name}.safetensors"
+        )))
+        .unwrap()
+        .bytes("image_u8")
+        .unwrap()
+        .to_vec(),
+    }
+}
+
+pub fn pipeline(folder: &str, t5_len: usize, memory: MemoryMode) -> Pipeline<B> {
+    Pipeline::<B>::builder()
+        .model_dir(fixture(folder))
+        .t5_max_len(t5_len)
+        .memory(memory)
+        .build()
+        .unwrap_or_else(|e| panic!("{folder}: {e}"))
+}
+
+/// Max abs error of the float image and the share of equal 8-bit values.
+pub fn compare(pipeline: &Pipeline<B>, run: &Run) -> (f32, f64) {
+    let out = pipeline.generate_float(&run.request).unwrap();
+    assert_eq!(out.len(), run.expected.len());
+    let err = out
+        .iter()
+        .zip(&run.expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let images = flux::to_rgb8(
+        &out,
+        run.request.batch_size(),
+        run.request.height,
+        run.request.width,
+    );
+    let ours: Vec<u8> = images.iter().flat_map(|im| im.as_raw().clone()).collect();
+    let same = ours
+        .iter()
+        .zip(&run.expected_u8)
+        .filter(|(a, b)| a == b)
+        .count();
+    (err, same as f64 / ours.len() as f64)
+}
