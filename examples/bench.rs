@@ -9,6 +9,8 @@
 //! The CPU backends use rayon's global pool: `RAYON_NUM_THREADS` sets its size.
 //! `dev` (FLUX.1-dev at 1024x1024) is for GPUs: on a CPU, `--construct-only` just builds it.
 
+#[path = "../benches/sampler_step.rs"]
+mod sampler_step;
 #[path = "../benches/sizes.rs"]
 mod sizes;
 #[path = "../benches/step.rs"]
@@ -64,6 +66,11 @@ enum Workload {
     Clip,
     /// The VAE decoder (latents to image), random weights.
     Vae,
+    /// The sampler loop without the model (a precomputed velocity): schedule, Euler updates,
+    /// callbacks. Sizes: dev (28 steps, 1024x1024), schnell (4 steps), small (28, 512x512).
+    Sampler,
+    /// The torch-compatible initial noise of a square image; `--size` is its side in pixels.
+    Noise,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,6 +126,27 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             let latents = vae_step::latents::<B>(&config, side, device);
             return time_runs(args, || Ok(model.decode(latents.clone())?.abs().mean()));
         }
+        Workload::Sampler => {
+            let (steps, side, shifted) =
+                sampler_step::sampler_size(&args.size).ok_or_else(unknown)?;
+            println!("sampler {}: {steps} steps, {side}x{side} image", args.size);
+            let sampler = sampler_step::SamplerLoop::<B>::new(steps, side, shifted, device)?;
+            return time_runs(args, || Ok(sampler.run()?));
+        }
+        Workload::Noise => {
+            let side: usize = args.size.parse().map_err(|_| unknown())?;
+            if side == 0 || !side.is_multiple_of(16) {
+                return Err(
+                    format!("--size {side}: the side must be a positive multiple of 16").into(),
+                );
+            }
+            println!(
+                "noise: [1, 16, {}, {}] from torch's CPU generator",
+                side / 8,
+                side / 8
+            );
+            return time_runs(args, || Ok(sampler_step::noise::<B>(side, device)?.mean()));
+        }
         Workload::Transformer { .. } => {}
     }
     let size = sizes::by_name(&args.size).ok_or_else(|| {
@@ -129,7 +157,9 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
         Workload::Transformer { construct_only } => {
             transformer::<B>(args, &size, construct_only, device)
         }
-        Workload::T5 | Workload::Clip | Workload::Vae => unreachable!("handled above"),
+        Workload::T5 | Workload::Clip | Workload::Vae | Workload::Sampler | Workload::Noise => {
+            unreachable!("handled above")
+        }
     }
 }
 

@@ -97,6 +97,10 @@ pub enum Error {
     /// An input tensor given to the model has the wrong shape.
     #[error("bad input: {0}")]
     BadInput(String),
+
+    /// The backend cannot run on the requested device (no adapter, no driver).
+    #[error("device unusable: {0}")]
+    Device(String),
 }
 
 /// `Result` with [`Error`].

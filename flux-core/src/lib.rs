@@ -12,6 +12,7 @@
 mod attention;
 mod checkpoint;
 mod config;
+mod device;
 mod double_block;
 mod embed;
 mod error;
@@ -30,6 +31,7 @@ mod threads;
 pub use attention::{SelfAttention, attention, split_qkv};
 pub use checkpoint::{CheckpointLayout, LoadConfig, infer_config, load, load_with, read_config};
 pub use config::FluxConfig;
+pub use device::check_device;
 pub use double_block::DoubleStreamBlock;
 pub use embed::{MlpEmbedder, timestep_embedding};
 pub use error::{Error, Result};

@@ -69,7 +69,10 @@ pub fn pipeline(folder: &str, t5_len: usize, memory: MemoryMode) -> Pipeline<B> 
 }
 
 /// Max abs error of the float image and the share of equal 8-bit values.
-pub fn compare(pipeline: &Pipeline<B>, run: &Run) -> (f32, f64) {
+pub fn compare<Bk: burn::tensor::backend::Backend>(
+    pipeline: &Pipeline<Bk>,
+    run: &Run,
+) -> (f32, f64) {
     let out = pipeline.generate_float(&run.request).unwrap();
     assert_eq!(out.len(), run.expected.len());
     let err = out
