@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::double_block::DoubleStreamBlock;
 use crate::embed::{MlpEmbedder, timestep_embedding};
@@ -62,7 +62,13 @@ impl<B: Backend> Flux<B> {
         }
     }
 
-    /// The model's hyper-parameters.
+    /// The float dtype of the weights (and of the activations: inputs are cast to it, norm
+    /// statistics, RoPE and the timestep embedding run in f32 whatever it is).
+    pub fn dtype(&self) -> DType {
+        self.img_in.weight.val().dtype()
+    }
+
+    /// The model's configuration.
     pub fn config(&self) -> &FluxConfig {
         &self.config
     }
@@ -149,6 +155,11 @@ impl<B: Backend> Flux<B> {
         guidance: Option<Tensor<B, 1>>,
     ) -> Result<Tensor<B, 3>> {
         let c = &self.config;
+        // Half-precision weights take half-precision activations (f32 inputs are the norm).
+        let dtype = self.dtype();
+        let cast = |x: Tensor<B, 3>| if x.dtype() == dtype { x } else { x.cast(dtype) };
+        let (img, txt) = (cast(img), cast(txt));
+        let y = if y.dtype() == dtype { y } else { y.cast(dtype) };
         let [b, n_img, _] = img.dims();
         let [_, n_txt, _] = txt.dims();
         expect_dims("img", &img.dims(), &[b, n_img, c.in_channels])?;
@@ -163,11 +174,11 @@ impl<B: Backend> Flux<B> {
 
         let mut vec = self
             .time_in
-            .forward(timestep_embedding(timesteps, TIME_EMBED_DIM));
+            .forward(timestep_embedding(timesteps, TIME_EMBED_DIM).cast(dtype));
         match (&self.guidance_in, guidance) {
             (Some(guidance_in), Some(g)) => {
                 expect_dims("guidance", &g.dims(), &[b])?;
-                vec = vec + guidance_in.forward(timestep_embedding(g, TIME_EMBED_DIM));
+                vec = vec + guidance_in.forward(timestep_embedding(g, TIME_EMBED_DIM).cast(dtype));
             }
             (Some(_), None) => {
                 return Err(Error::BadInput(

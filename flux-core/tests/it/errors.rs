@@ -1,13 +1,11 @@
 //! Every loading and input error provoked on purpose, with its message checked.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::common::{Inputs, fixture};
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
-use common::{Inputs, fixture};
 use flux_core::io::{SafetensorsFile, Weights};
 use flux_core::{Error, FluxConfig};
 use safetensors::Dtype;

@@ -3,10 +3,8 @@
 //! burn 0.21's NdArray backend has no f16 tensors (its float element is f32 or f64); the Flex
 //! backend stores f16 tensors (and computes attention in f32), so these tests run on Flex.
 
-mod common;
-
+use crate::common::{Fx, fixture, ids, max_abs_err, read};
 use burn::tensor::{DType, Tensor};
-use common::{Fx, fixture, ids, max_abs_err, read};
 use flux_text::{T5Precision, load_t5, load_t5_with};
 
 const IO: &str = "t5_overflow_io.safetensors";

@@ -1,11 +1,9 @@
 //! Parity of the transformer with diffusers' `FluxTransformer2DModel` on tiny random models,
 //! through every checkpoint layout and stored dtype (fixtures: scripts/reference/gen_flux.py).
 
-mod common;
-
+use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
-use common::{Inputs, fixture, max_abs_diff, tensor};
 use flux_core::io::Weights;
 
 /// The bar for f32 computation on f32 (or exactly representable) weights.

@@ -1,11 +1,9 @@
 //! T5 encoder parity with transformers' `T5EncoderModel` (fixtures of
 //! `scripts/reference/gen_text.py`), loading layouts, config inference and errors.
 
-mod common;
-
+use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use flux_text::{Error, T5Config, load_t5, load_t5_with, relative_position_bucket};
 
 fn parity<B: Backend>(path: &str, reference: &str, device: &B::Device) -> f32 {

@@ -1,9 +1,7 @@
 //! End-to-end parity with diffusers' `FluxPipeline` on a tiny pipeline saved in the real
 //! diffusers folder layout (fixtures: scripts/reference/gen_pipeline.py).
 
-mod common;
-
-use common::{compare, pipeline, run};
+use crate::common::{compare, pipeline, run};
 use flux::{Control, Error, GenerateRequest, MemoryMode, Stage};
 
 /// Bound on the float image in [0, 1]: the f32 parity bar of the workspace (the pipeline issue

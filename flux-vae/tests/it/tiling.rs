@@ -1,11 +1,9 @@
 //! Tiled encode/decode against untiled, and input checks.
 
-mod common;
-
 use std::time::Instant;
 
+use crate::common::{B, fixture, io, max_abs};
 use burn::tensor::{Distribution, Tensor};
-use common::{B, fixture, io, max_abs};
 use flux_vae::{TileConfig, Tiling};
 
 fn vae(tiling: Tiling) -> flux_vae::AutoEncoder<B> {

@@ -1,10 +1,8 @@
 //! Config inference from checkpoints, presets, packing and position ids.
 
-mod common;
-
+use crate::common::fixture;
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use common::fixture;
 use flux_core::io::Weights;
 use flux_core::{CheckpointLayout, FluxConfig, infer_config};
 

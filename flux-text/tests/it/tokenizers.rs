@@ -2,12 +2,10 @@
 //! CLIP's released BPE against transformers' `CLIPTokenizer`, a small sentencepiece unigram
 //! model against transformers' `T5TokenizerFast` and sentencepiece itself.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::fixture;
+use crate::common::fixture;
 use flate2::read::GzDecoder;
 use flux_text::{ClipTokenizer, Error, T5Tokenizer};
 use serde_json::Value;

@@ -1,11 +1,9 @@
 //! CLIP text encoder parity with transformers' `CLIPTextModel` (fixtures of
 //! `scripts/reference/gen_text.py`), loading layouts, pooling and errors.
 
-mod common;
-
+use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use flux_text::{ClipConfig, ClipTextEncoder, Error, load_clip, load_clip_with};
 
 const IO: &str = "clip_io.safetensors";

@@ -1,9 +1,7 @@
 //! Encode/decode parity with diffusers' `AutoencoderKL` (fixtures from gen_vae.py).
 
-mod common;
-
+use crate::common::{B, fixture, io, max_abs};
 use burn::tensor::backend::Backend;
-use common::{B, fixture, io, max_abs};
 use flux_vae::{AutoEncoder, AutoEncoderConfig, Tiling};
 
 const TOL: f32 = 1e-4;

@@ -3,10 +3,8 @@
 //! `generator=torch.Generator("cpu").manual_seed(3)`, which drew the VAE posterior sample's
 //! noise first and the initial noise second; we are given only the seed.
 
-mod common;
-
+use crate::common::{B, compare, fixture, pipeline, run};
 use burn::tensor::{Tensor, TensorData};
-use common::{B, compare, fixture, pipeline, run};
 use flux::{Control, Error, GenerateRequest, MemoryMode, Stage};
 use flux_core::io::{SafetensorsFile, Weights};
 use image::{DynamicImage, RgbImage};

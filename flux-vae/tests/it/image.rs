@@ -1,8 +1,6 @@
 //! Image <-> tensor conversions.
 
-mod common;
-
-use common::{B, fixture};
+use crate::common::{B, fixture};
 use flux_vae::{dynamic_image_to_tensor, image_to_tensor, images_to_tensor, tensor_to_images};
 use image::{DynamicImage, RgbImage};
 

@@ -1,11 +1,9 @@
 //! Every load error provoked, and its message checked.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{B, fixture};
+use crate::common::{B, fixture};
 use flux_core::io::Weights;
 use flux_vae::{AutoEncoderConfig, load, load_with_config};
 

@@ -1,0 +1,10 @@
+//! The integration tests of `flux`, one module per topic, linked into one test binary
+//! (one binary instead of 4 cuts build time: each would link burn and monomorphise the
+//! models again).
+
+mod common;
+
+mod img2img;
+mod io;
+mod pipeline;
+mod wgpu;
