@@ -3,7 +3,7 @@
 //! `generator=torch.Generator("cpu").manual_seed(3)`, which drew the VAE posterior sample's
 //! noise first and the initial noise second; we are given only the seed.
 
-use crate::common::{B, compare, fixture, pipeline, run};
+use crate::common::{B, bits, compare, fixture, max_abs, pipeline, run};
 use burn::tensor::{Tensor, TensorData};
 use flux::{Control, Error, GenerateRequest, MemoryMode, Stage};
 use flux_core::io::{SafetensorsFile, Weights};
@@ -27,18 +27,6 @@ fn init_image() -> RgbImage {
 
 fn values(io: &Weights, key: &str) -> Vec<f32> {
     io.data(key).unwrap().to_vec::<f32>().unwrap()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Each piece of diffusers' `prepare_latents`, checked on its own: the pixels, the two draws

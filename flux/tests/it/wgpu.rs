@@ -11,7 +11,7 @@
 //! float image 1.3e-6 with 99.995% to 100% identical 8-bit values (docs/backends.md).
 #![cfg(feature = "wgpu")]
 
-use crate::common::{B as Nd, compare, run};
+use crate::common::{B as Nd, bits, compare, max_abs, run};
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::Backend;
@@ -53,14 +53,6 @@ fn tensor<Bk: Backend, const D: usize>(
 
 fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Token ids stored as little-endian i64.
@@ -211,7 +203,6 @@ fn noise_is_identical_on_wgpu() {
     let on_gpu: Tensor<W, 4> =
         flux_sampler::noise_tensor(42, shape, flux_sampler::NoiseDtype::F32, &device).unwrap();
     let host = flux_sampler::torch_randn_f32(42, &shape).unwrap();
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&values(on_gpu)), bits(&host));
 }
 

@@ -94,3 +94,17 @@ pub fn compare<Bk: burn::tensor::backend::Backend>(
         .count();
     (err, same as f64 / ours.len() as f64)
 }
+
+/// Largest |a − b| over two equally long slices.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The bit patterns of f32 values, for exact comparisons that print well.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
