@@ -43,6 +43,14 @@ impl<B: Backend> Step<B> {
         })
     }
 
+    /// The same step with the model's blocks offloaded to host memory
+    /// ([`Flux::offload_blocks`]): every run uploads them one at a time.
+    #[must_use]
+    pub fn offloaded(mut self) -> Self {
+        self.model = self.model.offload_blocks();
+        self
+    }
+
     /// One velocity prediction, waited for (read back to the host).
     ///
     /// # Shapes

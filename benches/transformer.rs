@@ -1,5 +1,6 @@
 //! criterion: one transformer step (RoPE tables precomputed) at the CPU sizes, on both CPU
-//! backends. `cargo bench -p flux --bench transformer -- small` runs one size.
+//! backends, resident and with block-level offload. `cargo bench -p flux --bench transformer
+//! -- small` runs one size.
 //!
 //! `medium` and `dev` are left out here (seconds to minutes per step on a CPU): time them with
 //! `examples/bench.rs`.
@@ -26,6 +27,11 @@ fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
         let step = Step::<B>::new(&size, &device).expect("the named sizes are valid");
         step.run().expect("warm-up step"); // initialises the lazy weights
         group.bench_function(name, |b| b.iter(|| step.run().expect("step")));
+        // Block-level offload: the same step uploading every block from host memory.
+        let step = step.offloaded();
+        group.bench_function(format!("{name}/offloaded"), |b| {
+            b.iter(|| step.run().expect("step"))
+        });
     }
     group.finish();
 }

@@ -59,6 +59,9 @@ enum Workload {
         /// Build the model and inputs, run nothing (for `dev` on a CPU).
         #[arg(long)]
         construct_only: bool,
+        /// Block-level offload: blocks in host memory, uploaded one at a time every step.
+        #[arg(long)]
+        offload_blocks: bool,
     },
     /// The T5 encoder (last hidden state), random weights.
     T5,
@@ -154,9 +157,10 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
         format!("unknown size {:?}; one of {names:?}", args.size)
     })?;
     match args.workload {
-        Workload::Transformer { construct_only } => {
-            transformer::<B>(args, &size, construct_only, device)
-        }
+        Workload::Transformer {
+            construct_only,
+            offload_blocks,
+        } => transformer::<B>(args, &size, construct_only, offload_blocks, device),
         Workload::T5 | Workload::Clip | Workload::Vae | Workload::Sampler | Workload::Noise => {
             unreachable!("handled above")
         }
@@ -167,6 +171,7 @@ fn transformer<B: Backend>(
     args: &Args,
     size: &Size,
     construct_only: bool,
+    offload_blocks: bool,
     device: &B::Device,
 ) -> Result<(), Box<dyn Error>> {
     let c = &size.config;
@@ -182,10 +187,19 @@ fn transformer<B: Backend>(
         size.n_txt
     );
     let start = Instant::now();
-    let step = Step::<B>::new(size, device)?;
+    let mut step = Step::<B>::new(size, device)?;
     println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     if construct_only {
         return Ok(());
+    }
+    if offload_blocks {
+        let start = Instant::now();
+        step = step.offloaded();
+        println!(
+            "blocks offloaded to host memory: {:.1} MB in {:.1} ms",
+            step.model.offloaded_bytes() as f64 / 1e6,
+            start.elapsed().as_secs_f64() * 1e3
+        );
     }
     let mut times = Vec::with_capacity(args.reps);
     let mut cpu = Vec::with_capacity(args.reps);

@@ -65,6 +65,10 @@ struct Args {
     /// loads): peak memory is the largest model instead of the sum.
     #[arg(long)]
     low_memory: bool,
+    /// Keep the transformer's blocks in host memory and upload one at a time as each step
+    /// runs them: for GPUs smaller than the model (slower: the blocks cross every step).
+    #[arg(long)]
+    offload_blocks: bool,
     /// img2img: start from this image (resized to --width x --height) instead of pure noise.
     #[arg(long)]
     init_image: Option<PathBuf>,
@@ -89,7 +93,8 @@ enum DtypeArg {
 
 /// Backend selection, in one spot: one module per backend, gated by cargo feature.
 mod backends {
-    pub type Cpu = burn::backend::NdArray<f32>;
+    /// burn's Flex: the faster CPU backend (docs/performance.md), with f16/bf16 tensors.
+    pub type Cpu = burn::backend::Flex;
     #[cfg(feature = "wgpu")]
     pub type Wgpu = burn::backend::Wgpu;
     #[cfg(feature = "cuda")]
@@ -122,11 +127,13 @@ fn main() -> ExitCode {
 
 fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    let mut builder = Pipeline::<B>::builder().memory(if args.low_memory {
-        MemoryMode::Sequential
-    } else {
-        MemoryMode::Resident
-    });
+    let mut builder = Pipeline::<B>::builder()
+        .memory(if args.low_memory {
+            MemoryMode::Sequential
+        } else {
+            MemoryMode::Resident
+        })
+        .offload_blocks(args.offload_blocks);
     builder = match (&args.model_dir, &args.repo) {
         (Some(dir), _) => builder.model_dir(dir),
         (None, Some(repo)) => builder.hub_repo(repo),

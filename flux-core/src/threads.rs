@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 /// (`RAYON_NUM_THREADS` when set, else the available parallelism) on the `flex` and `ndarray`
 /// backends, 1 elsewhere.
 pub(crate) fn host_threads<B: Backend>(device: &B::Device) -> usize {
-    if !matches!(B::name(device).as_str(), "flex" | "ndarray") {
+    if !is_host::<B>(device) {
         return 1;
     }
     std::env::var("RAYON_NUM_THREADS")
@@ -20,4 +20,10 @@ pub(crate) fn host_threads<B: Backend>(device: &B::Device) -> usize {
         .filter(|&n| n > 0)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1)
+}
+
+/// Whether `B` computes on the host (burn's `flex` and `ndarray` backends), so that flux-core's
+/// host kernels may take its tensors' data and give it back without a device transfer.
+pub(crate) fn is_host<B: Backend>(device: &B::Device) -> bool {
+    matches!(B::name(device).as_str(), "flex" | "ndarray")
 }

@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{DType, ElementConversion, Tensor};
 
 use crate::tiling::run_tiled;
 use crate::{AutoEncoderConfig, Decoder, Encoder, Error, Result, Tiling};
@@ -29,6 +29,14 @@ impl<B: Backend> AutoEncoder<B> {
     /// The configuration it was built with.
     pub fn config(&self) -> &AutoEncoderConfig {
         &self.config
+    }
+
+    /// The float dtype of the weights, and of the activations inside the networks (group-norm
+    /// statistics and the mid-block attention run in f32 whatever it is). `encode` and
+    /// `decode` take and return tensors of any float dtype: inputs are cast to this one, and
+    /// results come back in the input's dtype, so f32 latents give an f32 image.
+    pub fn dtype(&self) -> DType {
+        self.decoder.conv_in.weight.val().dtype()
     }
 
     /// The encoder.
@@ -118,12 +126,14 @@ impl<B: Backend> AutoEncoder<B> {
             )));
         }
         check_finite(&latents, "the latents to decode")?;
-        let z = latents / self.config.scale_factor + self.config.shift_factor;
+        let io = latents.dtype();
+        let z = (latents / self.config.scale_factor + self.config.shift_factor).cast(self.dtype());
         let f = self.config.downscale();
         let image = match self.tiling.tiles_for(h, w) {
             Some(tiles) => run_tiled(z, [h, w], (1, f), tiles, |t| self.decoder.forward(t)),
             None => self.decoder.forward(z),
-        };
+        }
+        .cast(io);
         check_finite(&image, "the decoded image")?;
         Ok(image)
     }
@@ -146,12 +156,15 @@ impl<B: Backend> AutoEncoder<B> {
                 multiple: f,
             });
         }
+        let io = image.dtype();
+        let image = image.cast(self.dtype());
         let moments = match self.tiling.tiles_for(h / f, w / f) {
             Some(tiles) => run_tiled(image, [h / f, w / f], (f, 1), tiles, |t| {
                 self.encoder.forward(t)
             }),
             None => self.encoder.forward(image),
-        };
+        }
+        .cast(io);
         check_finite(&moments, "the encoded latent")?;
         let z = self.config.z_channels;
         let mean = moments.clone().narrow(1, 0, z);

@@ -28,7 +28,7 @@ pub use encoder::{DownLevel, Encoder, MidBlock};
 pub use error::{Error, Result};
 pub use image::{dynamic_image_to_tensor, image_to_tensor, images_to_tensor, tensor_to_images};
 pub use keymap::{BflKeys, DiffusersKeys, Layout};
-pub use load::{load, load_with_config};
+pub use load::{LoadConfig, load, load_with, load_with_config};
 pub use norm::GroupNorm;
 pub use resnet::ResnetBlock;
 pub use sample::{Downsample, Upsample};

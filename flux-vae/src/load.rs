@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
 
@@ -21,13 +22,52 @@ use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
 /// [`Error::Core`] for unreadable/corrupt files, missing or unexpected keys (all named) and
 /// shape mismatches; [`Error::BadConfigJson`]; [`Error::InvalidConfig`].
 pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<AutoEncoder<B>> {
+    load_with(path, device, LoadConfig::default())
+}
+
+/// Options of [`load_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadConfig {
+    /// Use this config instead of inferring one (e.g. a group count the shapes cannot tell);
+    /// the shapes are still checked against the checkpoint.
+    pub config: Option<AutoEncoderConfig>,
+    /// Float dtype of the parameters (`F16`, `BF16` on backends that have them); `None`: the
+    /// device's default float dtype. See [`AutoEncoder::dtype`] for what stays in f32.
+    pub dtype: Option<DType>,
+}
+
+/// [`load`] with options.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    options: LoadConfig,
+) -> Result<AutoEncoder<B>> {
     let (weights, json) = open(path.as_ref())?;
     let map = key_map(&weights);
-    let mut config = infer_config(&weights, map.as_ref())?;
-    if let Some(json) = json {
-        apply_config_json(&mut config, &json)?;
-    }
-    load_weights(&weights, map.as_ref(), config, device)
+    let config = match options.config {
+        Some(config) => config,
+        None => {
+            let mut config = infer_config(&weights, map.as_ref())?;
+            if let Some(json) = json {
+                apply_config_json(&mut config, &json)?;
+            }
+            config
+        }
+    };
+    let model = config.init::<B>(device)?;
+    let modules = AutoEncoderModules {
+        encoder: model.encoder,
+        decoder: model.decoder,
+    };
+    let options = LoadOptions {
+        dtype: options.dtype,
+        deny_unexpected: true,
+    };
+    let modules = load_module(modules, &weights, map.as_ref(), device, options)?;
+    Ok(AutoEncoder::from_modules(modules, config))
 }
 
 /// Loads with an explicit config (e.g. a group count the shapes cannot tell); the shapes are
@@ -40,28 +80,11 @@ pub fn load_with_config<B: Backend>(
     config: &AutoEncoderConfig,
     device: &B::Device,
 ) -> Result<AutoEncoder<B>> {
-    let (weights, _) = open(path.as_ref())?;
-    let map = key_map(&weights);
-    load_weights(&weights, map.as_ref(), config.clone(), device)
-}
-
-fn load_weights<B: Backend>(
-    weights: &Weights,
-    map: &dyn KeyMap,
-    config: AutoEncoderConfig,
-    device: &B::Device,
-) -> Result<AutoEncoder<B>> {
-    let model = config.init::<B>(device)?;
-    let modules = AutoEncoderModules {
-        encoder: model.encoder,
-        decoder: model.decoder,
-    };
-    let options = LoadOptions {
+    let options = LoadConfig {
+        config: Some(config.clone()),
         dtype: None,
-        deny_unexpected: true,
     };
-    let modules = load_module(modules, weights, map, device, options)?;
-    Ok(AutoEncoder::from_modules(modules, config))
+    load_with(path, device, options)
 }
 
 /// Opens the weights and finds a diffusers `config.json` next to them.

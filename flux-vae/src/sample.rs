@@ -4,7 +4,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::PadMode;
 
 use crate::resnet::conv3x3;
 
@@ -28,9 +27,19 @@ impl<B: Backend> Downsample<B> {
     /// # Shapes
     /// `x`: `[b, c, h, w]` -> `[b, c, h/2, w/2]` (even `h`, `w`).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv
-            .forward(x.pad((0, 1, 0, 1), PadMode::Constant(0.0)))
+        self.conv.forward(pad_right_bottom(x))
     }
+}
+
+/// Zero padding of one column on the right and one row at the bottom, in `x`'s dtype
+/// (burn 0.21's `pad` fills with the device's default float, which breaks half tensors).
+fn pad_right_bottom<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let options = (&x.device(), x.dtype());
+    let column = Tensor::zeros([b, c, h, 1], options);
+    let x = Tensor::cat(vec![x, column], 3);
+    let row = Tensor::zeros([b, c, 1, w + 1], options);
+    Tensor::cat(vec![x, row], 2)
 }
 
 /// Nearest-neighbour x2 upsampling, then a 3x3 conv (BFL `Upsample`).

@@ -6,8 +6,8 @@
 //! The mid-block attention then sees one tile, not the whole latent, so a tiled result differs
 //! from the untiled one (by an amount the tests bound); convolutions near tile edges differ too.
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 /// Tile size and overlap, in latent pixels (one latent pixel is 8 image pixels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +135,13 @@ pub(crate) fn run_tiled<B: Backend>(
                 r0 * in_scale..r1 * in_scale,
                 c0 * in_scale..c1 * in_scale,
             ]);
-            let out = f(tile);
+            // Blended in f32 whatever the network's dtype.
+            let out = f(tile).cast(FloatDType::F32);
             let [_, c, h, w] = out.dims();
             let weight = outer::<B>(wy, wx, &device).reshape([1, 1, h, w]);
             let acc = acc.get_or_insert_with(|| {
-                Tensor::zeros([b, c, grid[0] * out_scale, grid[1] * out_scale], &device)
+                let shape = [b, c, grid[0] * out_scale, grid[1] * out_scale];
+                Tensor::zeros(shape, (&device, DType::F32))
             });
             let region = [
                 0..b,
@@ -156,8 +158,11 @@ pub(crate) fn run_tiled<B: Backend>(
 }
 
 fn outer<B: Backend>(y: &[f32], x: &[f32], device: &B::Device) -> Tensor<B, 2> {
-    let ty = Tensor::<B, 1>::from_floats(y, device).reshape([y.len(), 1]);
-    let tx = Tensor::<B, 1>::from_floats(x, device).reshape([1, x.len()]);
+    let f32 = (device, DType::F32);
+    let ty = Tensor::<B, 1>::from_data(TensorData::new(y.to_vec(), [y.len()]), f32)
+        .reshape([y.len(), 1]);
+    let tx = Tensor::<B, 1>::from_data(TensorData::new(x.to_vec(), [x.len()]), f32)
+        .reshape([1, x.len()]);
     ty * tx
 }
 

@@ -57,6 +57,7 @@ pub struct PipelineBuilder<B: Backend> {
     device: B::Device,
     dtype: Option<DType>,
     memory: MemoryMode,
+    offload_blocks: bool,
     t5_max_len: Option<usize>,
 }
 
@@ -98,7 +99,10 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
-    /// Float dtype of the weights and activations (default: the device's default float).
+    /// Float dtype of the weights and activations of all four models (default: the device's
+    /// default float). `BF16` is what the released weights are stored in; `F16` on devices
+    /// without bf16 (T5 then keeps its residual stream in f32, which f16 overflows). Norm
+    /// statistics, softmax, RoPE and the sampler's latents stay in f32 (docs/backends.md).
     pub fn dtype(mut self, dtype: DType) -> Self {
         self.dtype = Some(dtype);
         self
@@ -107,6 +111,16 @@ impl<B: Backend> PipelineBuilder<B> {
     /// Memory mode (default [`MemoryMode::Resident`]).
     pub fn memory(mut self, memory: MemoryMode) -> Self {
         self.memory = memory;
+        self
+    }
+
+    /// Block-level offload of the transformer (default off): its blocks stay in host memory
+    /// and are uploaded one at a time as each step runs them, so the device holds 0.8 GB of
+    /// the transformer's 23.8 GB (bf16) at the price of moving the rest across every step.
+    /// For GPUs smaller than the model; combine with [`MemoryMode::Sequential`] to keep the
+    /// text encoders off the device too. See [`flux_core::Flux::offload_blocks`].
+    pub fn offload_blocks(mut self, offload: bool) -> Self {
+        self.offload_blocks = offload;
         self
     }
 
@@ -154,6 +168,7 @@ impl<B: Backend> PipelineBuilder<B> {
             device: self.device,
             dtype: self.dtype,
             memory: self.memory,
+            offload_blocks: self.offload_blocks,
             t5_max_len,
             clip_tokenizer,
             t5_tokenizer,
@@ -188,6 +203,7 @@ pub struct Pipeline<B: Backend> {
     device: B::Device,
     dtype: Option<DType>,
     memory: MemoryMode,
+    offload_blocks: bool,
     t5_max_len: usize,
     clip_tokenizer: ClipTokenizer,
     t5_tokenizer: T5Tokenizer,
@@ -203,6 +219,7 @@ impl<B: Backend> Pipeline<B> {
             device: B::Device::default(),
             dtype: None,
             memory: MemoryMode::default(),
+            offload_blocks: false,
             t5_max_len: None,
         }
     }

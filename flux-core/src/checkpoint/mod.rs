@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 
-use crate::io::{KeyMap, LoadOptions, Weights, load_module};
+use crate::io::{KeyMap, LoadOptions, Loader, Weights, load_module};
+use crate::offload::HostParams;
 use crate::{Error, Flux, FluxConfig, Result};
 use bfl::BflKeys;
 use diffusers::DiffusersKeys;
@@ -74,6 +75,10 @@ pub struct LoadConfig {
     pub config: Option<FluxConfig>,
     /// Float dtype of the parameters; `None`: the device's default float dtype.
     pub dtype: Option<DType>,
+    /// Block-level offload ([`Flux::offload_blocks`]): load the blocks one at a time,
+    /// moving each to host memory before the next, so the device never holds more than the
+    /// resident part and one block.
+    pub offload_blocks: bool,
 }
 
 /// Loads a FLUX transformer: a `.safetensors` file, or a folder (diffusers `transformer/` with
@@ -105,12 +110,38 @@ pub fn load_with<B: Backend>(
         Some(config) => config,
         None => infer_config(&weights, &layout, config_json(&path).as_deref())?,
     };
-    let model = config.try_init::<B>(device)?;
+    let mut model = config.try_init::<B>(device)?;
+    let offload = options.offload_blocks;
     let options = LoadOptions {
         dtype: options.dtype,
         deny_unexpected: true,
     };
-    load_module(model, &weights, layout.key_map().as_ref(), device, options)
+    let map = layout.key_map();
+    if !offload {
+        return load_module(model, &weights, map.as_ref(), device, options);
+    }
+    let mut loader = Loader::new(&weights, map.as_ref(), device, options);
+    let double = std::mem::take(&mut model.double_blocks);
+    let single = std::mem::take(&mut model.single_blocks);
+    let model = loader.load(model, &[]);
+    // Every block is read even after an error, so that all missing tensors get named; only
+    // complete blocks are moved to the host.
+    let mut host_double = Vec::with_capacity(double.len());
+    for (i, block) in double.into_iter().enumerate() {
+        let block = loader.load(block, &["double_blocks", &i.to_string()]);
+        if loader.ok() {
+            host_double.push(HostParams::from_module(block));
+        }
+    }
+    let mut host_single = Vec::with_capacity(single.len());
+    for (i, block) in single.into_iter().enumerate() {
+        let block = loader.load(block, &["single_blocks", &i.to_string()]);
+        if loader.ok() {
+            host_single.push(HostParams::from_module(block));
+        }
+    }
+    loader.finish()?;
+    Ok(model.with_offloaded_blocks(host_double, host_single))
 }
 
 /// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to

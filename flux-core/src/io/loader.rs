@@ -75,38 +75,17 @@ pub fn load_module<B: Backend, M: Module<B>>(
     device: &B::Device,
     options: LoadOptions,
 ) -> Result<M> {
-    let mut loader = Loader::<B> {
-        weights,
-        map,
-        device,
-        options,
-        path: Vec::new(),
-        containers: Vec::new(),
-        used: BTreeSet::new(),
-        missing: Vec::new(),
-        error: None,
-    };
-    let module = module.map(&mut loader);
-    if !loader.missing.is_empty() {
-        return Err(Error::MissingKeys(loader.missing));
-    }
-    if let Some(e) = loader.error {
-        return Err(e);
-    }
-    if options.deny_unexpected {
-        let unexpected: Vec<String> = weights
-            .keys()
-            .filter(|k| !loader.used.contains(*k) && !map.ignored(k))
-            .map(str::to_string)
-            .collect();
-        if !unexpected.is_empty() {
-            return Err(Error::UnexpectedKeys(unexpected));
-        }
-    }
+    let mut loader = Loader::new(weights, map, device, options);
+    let module = loader.load(module, &[]);
+    loader.finish()?;
     Ok(module)
 }
 
-struct Loader<'a, B: Backend> {
+/// A loading session over one checkpoint: fills modules (or parts of one, under a path
+/// prefix) and, at the end, reports missing and unexpected tensors over everything loaded.
+/// [`load_module`] is one session with one module; block-level offload loads a transformer
+/// block by block through one session.
+pub struct Loader<'a, B: Backend> {
     weights: &'a Weights,
     map: &'a dyn KeyMap,
     device: &'a B::Device,
@@ -117,6 +96,72 @@ struct Loader<'a, B: Backend> {
     missing: Vec<String>,
     /// The first error other than a missing key (missing keys are all collected).
     error: Option<Error>,
+}
+
+impl<'a, B: Backend> Loader<'a, B> {
+    /// A session reading `weights` through `map` onto `device`.
+    pub fn new(
+        weights: &'a Weights,
+        map: &'a dyn KeyMap,
+        device: &'a B::Device,
+        options: LoadOptions,
+    ) -> Self {
+        Self {
+            weights,
+            map,
+            device,
+            options,
+            path: Vec::new(),
+            containers: Vec::new(),
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Fills `module`'s float parameters; `prefix` is its path inside the whole model (e.g.
+    /// `["double_blocks", "3"]`), empty for the whole model. Parameters whose tensors are
+    /// missing or bad are left as they were: check [`Loader::ok`] or [`Loader::finish`]
+    /// before using the module.
+    pub fn load<M: Module<B>>(&mut self, module: M, prefix: &[&str]) -> M {
+        self.path = prefix.iter().map(|s| s.to_string()).collect();
+        self.containers = vec![String::new(); prefix.len()];
+        let module = module.map(self);
+        self.path.clear();
+        self.containers.clear();
+        module
+    }
+
+    /// Whether everything loaded so far was found and valid.
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.error.is_none()
+    }
+
+    /// Ends the session.
+    ///
+    /// # Errors
+    /// [`Error::MissingKeys`] naming every absent tensor, else the first other error, else
+    /// (when asked) [`Error::UnexpectedKeys`] for stored tensors nothing used.
+    pub fn finish(self) -> Result<()> {
+        if !self.missing.is_empty() {
+            return Err(Error::MissingKeys(self.missing));
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.options.deny_unexpected {
+            let unexpected: Vec<String> = self
+                .weights
+                .keys()
+                .filter(|k| !self.used.contains(*k) && !self.map.ignored(k))
+                .map(str::to_string)
+                .collect();
+            if !unexpected.is_empty() {
+                return Err(Error::UnexpectedKeys(unexpected));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> Loader<'_, B> {

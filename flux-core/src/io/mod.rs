@@ -8,5 +8,5 @@ mod loader;
 mod weights;
 
 pub use file::SafetensorsFile;
-pub use loader::{KeyMap, LoadOptions, Source, load_module};
+pub use loader::{KeyMap, LoadOptions, Loader, Source, load_module};
 pub use weights::{TensorMeta, Weights};

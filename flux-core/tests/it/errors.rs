@@ -7,14 +7,14 @@ use crate::common::{Inputs, fixture};
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use flux_core::io::{SafetensorsFile, Weights};
-use flux_core::{Error, FluxConfig};
+use flux_core::{Error, FluxConfig, LoadConfig};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 type B = NdArray<f32>;
 
 /// All tensors of a file as (dtype, shape, bytes), to be edited and written back.
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+pub type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 
 fn read_all(path: &Path) -> Tensors {
     let file = SafetensorsFile::open(path).unwrap();
@@ -43,15 +43,23 @@ fn write_all(tensors: &Tensors, path: &Path) {
 
 /// Loads a copy of the tiny [dev] BFL file edited by `edit`.
 fn load_edited(edit: impl FnOnce(&mut Tensors)) -> Result<flux_core::Flux<B>, Error> {
+    load_edited_with(edit, LoadConfig::default())
+}
+
+/// [`load_edited`] with load options.
+pub fn load_edited_with(
+    edit: impl FnOnce(&mut Tensors),
+    options: LoadConfig,
+) -> Result<flux_core::Flux<B>, Error> {
     let mut tensors = read_all(&fixture("dev_tiny/bfl.safetensors"));
     edit(&mut tensors);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edited.safetensors");
     write_all(&tensors, &path);
-    flux_core::load::<B>(&path, &Default::default())
+    flux_core::load_with::<B>(&path, &Default::default(), options)
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -16,8 +16,8 @@ fn half_error(dtype: DType) -> f32 {
     let device = Default::default();
     let io = Weights::open(fixture("dev_tiny/io.safetensors")).unwrap();
     let options = LoadConfig {
-        config: None,
         dtype: Some(dtype),
+        ..Default::default()
     };
     let model = flux_core::load_with::<Flex>(fixture("dev_tiny/bfl.safetensors"), &device, options)
         .unwrap();

@@ -7,4 +7,5 @@ mod common;
 mod config;
 mod errors;
 mod half;
+mod offload;
 mod parity;

@@ -7,7 +7,8 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
+use flux_core::in_f32;
 
 use super::ClipConfig;
 use crate::t5::check_ids;
@@ -53,7 +54,10 @@ impl<B: Backend> ClipAttention<B> {
             is_causal: true,
             ..Default::default()
         };
-        let out = attention(q, k, v, None, None, options);
+        // Scores and softmax in f32 whatever the weights' dtype (no-op casts for f32).
+        let dtype = q.dtype();
+        let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
+        let out = attention(f32(q), f32(k), f32(v), None, None, options).cast(dtype);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
     }
@@ -95,14 +99,36 @@ pub struct ClipEncoderLayer<B: Backend> {
     pub layer_norm2: LayerNorm<B>,
     /// The MLP.
     pub mlp: ClipMlp<B>,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
     /// # Shapes
     /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let eps = self.layer_norm_eps;
+        let x = x.clone() + self.self_attn.forward(norm(&self.layer_norm1, eps, x));
+        x.clone() + self.mlp.forward(norm(&self.layer_norm2, eps, x))
+    }
+}
+
+/// `ln(x)`, with its statistics in f32 when the model runs in half precision (burn's fused
+/// layer norm would otherwise sum squares of a 768-wide row in f16, which overflows above
+/// |x| ~ 9); f32 models take burn's op as is.
+fn norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    if x.dtype() == DType::F32 {
+        return ln.forward(x);
+    }
+    let normed = in_f32(x, |x| {
+        let centered = x.clone() - x.mean_dim(2);
+        let var = centered.clone().square().mean_dim(2);
+        centered / (var + eps).sqrt()
+    });
+    let scaled = normed * ln.gamma.val().unsqueeze::<3>();
+    match &ln.beta {
+        Some(beta) => scaled + beta.val().unsqueeze::<3>(),
+        None => scaled,
     }
 }
 
@@ -167,6 +193,7 @@ impl ClipConfig {
                 fc2: linear(self.intermediate_size, self.hidden_size),
                 quick_gelu: self.hidden_act == "quick_gelu",
             },
+            layer_norm_eps: self.layer_norm_eps,
         };
         ClipTextEncoder {
             text_model: ClipTextTransformer {
@@ -193,6 +220,12 @@ impl<B: Backend> ClipTextEncoder<B> {
     /// The hyper-parameters.
     pub fn config(&self) -> &ClipConfig {
         &self.config
+    }
+
+    /// The float dtype of the weights and of the outputs (layer-norm statistics and the
+    /// attention softmax run in f32 whatever it is).
+    pub fn dtype(&self) -> DType {
+        self.text_model.final_layer_norm.gamma.val().dtype()
     }
 
     /// Runs the text tower (causal attention, no padding mask, as FLUX calls it).
@@ -238,7 +271,7 @@ impl<B: Backend> ClipTextEncoder<B> {
             .layers
             .iter()
             .fold(x, |x, layer| layer.forward(x));
-        let last_hidden_state = tm.final_layer_norm.forward(x);
+        let last_hidden_state = norm(&tm.final_layer_norm, self.config.layer_norm_eps, x);
         let rows: Vec<Tensor<B, 2>> = values
             .chunks(len)
             .enumerate()

@@ -1,11 +1,12 @@
-//! Half precision: T5 in f16 stays finite where a naive f16 forward overflows.
+//! Half precision: T5 in f16 stays finite where a naive f16 forward overflows; T5 and CLIP in
+//! f16 and bf16 follow the f32 reference.
 //!
 //! burn 0.21's NdArray backend has no f16 tensors (its float element is f32 or f64); the Flex
 //! backend stores f16 tensors (and computes attention in f32), so these tests run on Flex.
 
 use crate::common::{Fx, fixture, ids, max_abs_err, read};
 use burn::tensor::{DType, Tensor};
-use flux_text::{T5Precision, load_t5, load_t5_with};
+use flux_text::{T5Precision, load_clip_with, load_t5, load_t5_with};
 
 const IO: &str = "t5_overflow_io.safetensors";
 
@@ -62,4 +63,31 @@ fn f16_and_bf16_follow_f32_on_the_parity_fixture() {
         println!("T5 {dtype:?}: max abs err vs f32 reference {err:.3e}");
         assert!(err < tol, "{dtype:?}: {err}");
     }
+}
+
+#[test]
+fn clip_f16_and_bf16_follow_f32() {
+    let device = Default::default();
+    const CLIP_IO: &str = "clip_io.safetensors";
+    let (hidden_ref, pooled_ref) = (read(CLIP_IO, "last_hidden_state"), read(CLIP_IO, "pooled"));
+    let mut errors = Vec::new();
+    for dtype in [DType::F16, DType::BF16] {
+        let model = load_clip_with::<Fx>(fixture("clip"), &device, None, Some(dtype)).unwrap();
+        assert_eq!(model.dtype(), dtype);
+        let out = model.forward(ids::<Fx>(CLIP_IO, "ids", &device));
+        assert_eq!(out.pooled.dtype(), dtype);
+        let hidden = max_abs_err(out.last_hidden_state, &hidden_ref);
+        let pooled = max_abs_err(out.pooled, &pooled_ref);
+        println!(
+            "CLIP {dtype:?}: last_hidden_state {hidden:.3e}, pooled {pooled:.3e} vs f32 reference"
+        );
+        errors.push(hidden.max(pooled));
+    }
+    // Bounds: twice the measured errors (f16 5.9e-3, bf16 3.6e-2, on hidden states up to ~3).
+    assert!(errors[0] < 1.2e-2, "f16 {}", errors[0]);
+    assert!(errors[1] < 7.2e-2, "bf16 {}", errors[1]);
+    // Rounding-limited: bf16 keeps 3 fewer mantissa bits than f16, so its error should be
+    // ~8x f16's (6.0x measured), as rounding errors scale.
+    let ratio = errors[1] / errors[0];
+    assert!((3.0..20.0).contains(&ratio), "bf16/f16 error ratio {ratio}");
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod half;
 mod image;
 mod load_errors;
 mod parity;

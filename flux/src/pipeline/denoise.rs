@@ -18,6 +18,7 @@ impl<B: Backend> Pipeline<B> {
         let options = flux_core::LoadConfig {
             config: None,
             dtype: self.dtype,
+            offload_blocks: self.offload_blocks,
         };
         Ok(flux_core::load_with::<B>(
             &self.files.transformer,
@@ -109,14 +110,16 @@ impl<B: Backend> Pipeline<B> {
         let guidance = plan.guidance.map(|g| Tensor::<B, 1>::full([b], g, device));
         let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
             let t = Tensor::<B, 1>::full([b], step.t, device);
-            Ok(transformer.try_forward_with_rope(
+            let v = transformer.try_forward_with_rope(
                 x.clone(),
                 txt.clone(),
                 &pe,
                 t,
                 pooled.clone(),
                 guidance.clone(),
-            )?)
+            )?;
+            // A half-precision model's velocity; the latents stay in f32 between steps.
+            Ok(v.cast(x.dtype()))
         };
         let total = schedule.num_steps();
         let mut cancelled = false;

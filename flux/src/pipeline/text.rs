@@ -9,11 +9,21 @@ use crate::{GenerateRequest, Result};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn load_clip(&self) -> Result<ClipTextEncoder<B>> {
-        Ok(flux_text::load_clip::<B>(&self.files.clip, &self.device)?)
+        Ok(flux_text::load_clip_with::<B>(
+            &self.files.clip,
+            &self.device,
+            None,
+            self.dtype,
+        )?)
     }
 
     pub(super) fn load_t5(&self) -> Result<T5Encoder<B>> {
-        Ok(flux_text::load_t5::<B>(&self.files.t5, &self.device)?)
+        Ok(flux_text::load_t5_with::<B>(
+            &self.files.t5,
+            &self.device,
+            None,
+            self.dtype,
+        )?)
     }
 
     /// Token ids of every prompt, `[n, len]`.

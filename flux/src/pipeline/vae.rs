@@ -12,7 +12,14 @@ use crate::{Error, GenerateRequest, Result};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn load_vae(&self) -> Result<AutoEncoder<B>> {
-        Ok(flux_vae::load::<B>(&self.files.vae, &self.device)?)
+        Ok(flux_vae::load_with::<B>(
+            &self.files.vae,
+            &self.device,
+            flux_vae::LoadConfig {
+                config: None,
+                dtype: self.dtype,
+            },
+        )?)
     }
 
     /// diffusers' `FluxImg2ImgPipeline` image path: the image resized to the request's size
