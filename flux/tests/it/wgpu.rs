@@ -55,6 +55,11 @@ fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
 }
 
+/// A stored tensor's values as f32.
+fn stored(w: &Weights, key: &str) -> Vec<f32> {
+    w.data(key).unwrap().convert::<f32>().into_vec().unwrap()
+}
+
 /// Token ids stored as little-endian i64.
 fn ids<Bk: Backend>(path: &std::path::Path, key: &str, device: &Bk::Device) -> Tensor<Bk, 2, Int> {
     let st = SafetensorsFile::open(path).unwrap();
@@ -76,18 +81,27 @@ fn transformer<Bk: Backend>(case: &str, checkpoint: &str, device: &Bk::Device) -
         device,
     )
     .unwrap();
+    forward(&model, &io, device)
+}
+
+/// `model` on the inputs of a transformer fixture's `io.safetensors`.
+fn forward<Bk: Backend>(
+    model: &flux_core::Flux<Bk>,
+    io: &Weights,
+    device: &Bk::Device,
+) -> Vec<f32> {
     let guidance = io
         .contains("guidance")
-        .then(|| tensor::<Bk, 1>(&io, "guidance", device));
+        .then(|| tensor::<Bk, 1>(io, "guidance", device));
     values(
         model
             .try_forward(
-                tensor(&io, "img", device),
-                tensor(&io, "img_ids", device),
-                tensor(&io, "txt", device),
-                tensor(&io, "txt_ids", device),
-                tensor(&io, "timesteps", device),
-                tensor(&io, "y", device),
+                tensor(io, "img", device),
+                tensor(io, "img_ids", device),
+                tensor(io, "txt", device),
+                tensor(io, "txt_ids", device),
+                tensor(io, "timesteps", device),
+                tensor(io, "y", device),
                 guidance,
             )
             .unwrap(),
@@ -112,12 +126,7 @@ fn transformer_fixtures_on_wgpu() {
         ("heads4", "diffusers", "out"),
     ] {
         let io = Weights::open(fixture("flux-core", &format!("{case}/io.safetensors"))).unwrap();
-        let reference = io
-            .data(expected)
-            .unwrap()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap();
+        let reference = stored(&io, expected);
         let ours = transformer::<W>(case, checkpoint, &device);
         let cpu = transformer::<Nd>(case, checkpoint, &Default::default());
         let (err, vs_cpu) = (max_abs(&ours, &reference), max_abs(&ours, &cpu));
@@ -142,16 +151,9 @@ fn vae_fixtures_on_wgpu() {
     let vae = flux_vae::load::<W>(fixture("flux-vae", "diffusers/vae"), &device).unwrap();
     let latents = values(vae.encode(tensor(&io, "image", &device)).unwrap());
     let image = values(vae.decode(tensor(&io, "latents_in", &device)).unwrap());
-    let reference = |k: &str| {
-        io.data(k)
-            .unwrap()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap()
-    };
     let (enc, dec) = (
-        max_abs(&latents, &reference("latents")),
-        max_abs(&image, &reference("decoded")),
+        max_abs(&latents, &stored(&io, "latents")),
+        max_abs(&image, &stored(&io, "decoded")),
     );
     eprintln!("vae: wgpu encode {enc:.2e}, decode {dec:.2e}");
     assert!(
@@ -169,28 +171,17 @@ fn text_fixtures_on_wgpu() {
     let t5_io = fixture("flux-text", "t5_io.safetensors");
     let t5 = flux_text::load_t5::<W>(fixture("flux-text", "t5"), &device).unwrap();
     let hidden = values(t5.forward(ids::<W>(&t5_io, "ids", &device)));
-    let reference = Weights::open(&t5_io).unwrap().data("hidden").unwrap();
-    let t5_err = max_abs(
-        &hidden,
-        &reference.convert::<f32>().into_vec::<f32>().unwrap(),
-    );
+    let t5_err = max_abs(&hidden, &stored(&Weights::open(&t5_io).unwrap(), "hidden"));
 
     let clip_io = fixture("flux-text", "clip_io.safetensors");
     let clip = flux_text::load_clip::<W>(fixture("flux-text", "clip"), &device).unwrap();
     let out = clip.forward(ids::<W>(&clip_io, "ids", &device));
     let w = Weights::open(&clip_io).unwrap();
-    let reference = |k: &str| {
-        w.data(k)
-            .unwrap()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .unwrap()
-    };
     let clip_err = max_abs(
         &values(out.last_hidden_state),
-        &reference("last_hidden_state"),
+        &stored(&w, "last_hidden_state"),
     );
-    let pooled_err = max_abs(&values(out.pooled), &reference("pooled"));
+    let pooled_err = max_abs(&values(out.pooled), &stored(&w, "pooled"));
     eprintln!("text: wgpu T5 {t5_err:.2e}, CLIP {clip_err:.2e}, pooled {pooled_err:.2e}");
     assert!(t5_err <= TEXT_TOL && clip_err <= TEXT_TOL && pooled_err <= TEXT_TOL);
 }
@@ -241,21 +232,7 @@ fn offloaded_transformer_on_wgpu_is_bit_identical() {
     let case = "dev_tiny";
     let path = fixture("flux-core", &format!("{case}/bfl.safetensors"));
     let io = Weights::open(fixture("flux-core", &format!("{case}/io.safetensors"))).unwrap();
-    let run = |model: &flux_core::Flux<W>| {
-        values(
-            model
-                .try_forward(
-                    tensor(&io, "img", &device),
-                    tensor(&io, "img_ids", &device),
-                    tensor(&io, "txt", &device),
-                    tensor(&io, "txt_ids", &device),
-                    tensor(&io, "timesteps", &device),
-                    tensor(&io, "y", &device),
-                    Some(tensor(&io, "guidance", &device)),
-                )
-                .unwrap(),
-        )
-    };
+    let run = |model: &flux_core::Flux<W>| forward(model, &io, &device);
     let resident = flux_core::load::<W>(&path, &device).unwrap();
     let expected = bits(&run(&resident));
     let offloaded = resident.offload_blocks();
@@ -271,11 +248,6 @@ fn offloaded_transformer_on_wgpu_is_bit_identical() {
         "offloaded transformer on wgpu: bit-identical, {} bytes of blocks on the host",
         loaded.offloaded_bytes()
     );
-}
-
-/// A stored tensor's values as f32.
-fn stored(w: &Weights, key: &str) -> Vec<f32> {
-    w.data(key).unwrap().convert::<f32>().into_vec().unwrap()
 }
 
 /// The f16 models on wgpu against the f32 references: transformer, VAE encode and decode, T5,
@@ -298,18 +270,7 @@ fn f16_models_on_wgpu() {
         let path = fixture("flux-core", &format!("{case}/bfl.safetensors"));
         let model = flux_core::load_with::<W>(&path, &device, options).unwrap();
         assert_eq!(model.dtype(), burn::tensor::DType::F16);
-        let out = model
-            .try_forward(
-                tensor(&io, "img", &device),
-                tensor(&io, "img_ids", &device),
-                tensor(&io, "txt", &device),
-                tensor(&io, "txt_ids", &device),
-                tensor(&io, "timesteps", &device),
-                tensor(&io, "y", &device),
-                Some(tensor(&io, "guidance", &device)),
-            )
-            .unwrap();
-        let transformer = max_abs(&values(out), &stored(&io, "out"));
+        let transformer = max_abs(&forward(&model, &io, &device), &stored(&io, "out"));
 
         let io = Weights::open(fixture("flux-vae", "io.safetensors")).unwrap();
         let options = flux_vae::LoadConfig {
