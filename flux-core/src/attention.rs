@@ -74,9 +74,10 @@ fn sdpa_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> 
 
 /// Most score elements materialised at once by [`host_sdpa`] (4 MB of f32, ~100 query rows of
 /// all heads at `small`): chunks that stay in cache and reuse their allocation. Measured at
-/// `small` on 2 cores: 1.05-1.14 s per step at 1 M elements, 1.18-1.24 s at 256 K, 1.17-1.29 s at
-/// 4 M, 1.23-1.63 s at 16 M (whole scores; page faults on every fresh buffer), against
-/// 1.20-1.34 s for burn-flex's flash kernel on head-group threads.
+/// `small` on 2 cores, 3 alternating runs each: 1.05-1.14 s per step at 1 M elements,
+/// 1.18-1.24 s at 256 K, 1.17-1.29 s at 4 M, against 1.20-1.34 s for burn-flex's flash kernel
+/// on head-group threads in the same runs; whole score matrices (16 M) took 1.23-1.63 s in an
+/// earlier set (page faults on every fresh 52 MB buffer).
 const SCORE_BUDGET: usize = 1 << 20;
 
 /// Softmax attention on a host backend: `scores = q k^T` (burn's matmul, on its thread pool),
