@@ -6,9 +6,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention as sdpa;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
-use crate::host_kernels::{map_host_f32, softmax_rows_unnormalised};
+use crate::host_kernels::{self, map_host_f32, softmax_rows_unnormalised};
 use crate::norm::QkNorm;
 use crate::rope::{RopeTable, apply_rope};
 use crate::threads::host_threads;
@@ -36,7 +36,7 @@ fn sdpa_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> 
     let run = |q, k, v| sdpa(q, k, v, None, None, AttentionModuleOptions::default());
     let heads = q.dims()[1];
     let threads = host_threads::<B>(&q.device());
-    if B::name(&q.device()) == "flex" && q.dtype() == DType::F32 {
+    if host_kernels::applies(&q) {
         return host_sdpa(q, k, v, threads);
     }
     let groups = threads.min(heads);
@@ -70,6 +70,23 @@ fn sdpa_heads<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> 
         }
         Tensor::cat(outs, 1)
     })
+}
+
+/// Scaled dot-product attention with scores and softmax in f32 whatever the dtype of q, k,
+/// v (casts are no-ops for f32); the result has q's dtype. For half-precision models whose
+/// attention is a small share of the work (the VAE's mid block, CLIP).
+///
+/// # Shapes
+/// - q: `[b, heads, seq_q, d]`, k and v: `[b, heads, seq_kv, d]` -> `[b, heads, seq_q, d]`
+pub fn attention_in_f32<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    options: AttentionModuleOptions,
+) -> Tensor<B, 4> {
+    let dtype = q.dtype();
+    let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
+    sdpa(f32(q), f32(k), f32(v), None, None, options).cast(dtype)
 }
 
 /// Most score elements materialised at once by [`host_sdpa`] (4 MB of f32, ~100 query rows of

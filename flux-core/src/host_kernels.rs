@@ -11,6 +11,12 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
+/// Whether `x` goes through these kernels: f32 tensors on burn-flex, which hands its buffer
+/// over without a copy (burn-ndarray's round trip copies, and measured slower).
+pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    x.dtype() == DType::F32 && B::name(&x.device()) == "flex"
+}
+
 /// Lanes the loops are written for (two SSE or one AVX register of f32).
 const LANES: usize = 8;
 

@@ -30,7 +30,7 @@ mod rope;
 mod single_block;
 mod threads;
 
-pub use attention::{SelfAttention, attention, split_qkv};
+pub use attention::{SelfAttention, attention, attention_in_f32, split_qkv};
 pub use checkpoint::{CheckpointLayout, LoadConfig, infer_config, load, load_with, read_config};
 pub use config::FluxConfig;
 pub use device::check_device;

@@ -2,10 +2,10 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
 
-use crate::host_kernels::{gelu_tanh_in_place, map_host_f32};
+use crate::host_kernels::{self, gelu_tanh_in_place, map_host_f32};
 use crate::threads::host_threads;
 
 /// BFL's `nn.Sequential(Linear, GELU(approximate="tanh"), Linear)`; checkpoint keys `.0` and `.2`.
@@ -45,10 +45,9 @@ impl<B: Backend> Mlp<B> {
 /// over the host threads: one pass instead of seven single-threaded scalar ones (burn-ndarray
 /// keeps the burn ops: its data round trip copies, which measured slower at `tiny`).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let device = x.device();
-    if B::name(&device) == "flex" && x.dtype() == DType::F32 {
-        let unit = x.dims()[D - 1];
-        return map_host_f32(x, unit, host_threads::<B>(&device), gelu_tanh_in_place).0;
+    if host_kernels::applies(&x) {
+        let (unit, threads) = (x.dims()[D - 1], host_threads::<B>(&x.device()));
+        return map_host_f32(x, unit, threads, gelu_tanh_in_place).0;
     }
     // -2u = x * (C1 + C3 x^2) with C1 = -2 sqrt(2/pi), C3 = 0.044715 C1.
     const C1: f64 = -2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;

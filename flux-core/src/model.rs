@@ -49,7 +49,6 @@ impl<B: Backend> Flux<B> {
     /// Builds the module tree for a validated `config` (parameters stay lazily uninitialised).
     pub(crate) fn new(config: FluxConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
-        let (heads, mlp) = (config.num_heads, config.mlp_hidden_dim());
         Self {
             img_in: LinearConfig::new(config.in_channels, h).init(device),
             time_in: MlpEmbedder::new(TIME_EMBED_DIM, h, device),
@@ -59,10 +58,10 @@ impl<B: Backend> Flux<B> {
                 .then(|| MlpEmbedder::new(TIME_EMBED_DIM, h, device)),
             txt_in: LinearConfig::new(config.context_in_dim, h).init(device),
             double_blocks: (0..config.depth)
-                .map(|_| DoubleStreamBlock::new(h, heads, mlp, config.qkv_bias, device))
+                .map(|_| new_double_block(&config, device))
                 .collect(),
             single_blocks: (0..config.depth_single_blocks)
-                .map(|_| SingleStreamBlock::new(h, heads, mlp, device))
+                .map(|_| new_single_block(&config, device))
                 .collect(),
             final_layer: LastLayer::new(h, config.out_channels, device),
             config,
@@ -124,15 +123,8 @@ impl<B: Backend> Flux<B> {
         match &self.offloaded {
             None => Cow::Borrowed(&self.double_blocks[i]),
             Some(off) => {
-                let c = &self.config;
                 let device = self.img_in.weight.device();
-                let skeleton = DoubleStreamBlock::new(
-                    c.hidden_size,
-                    c.num_heads,
-                    c.mlp_hidden_dim(),
-                    c.qkv_bias,
-                    &device,
-                );
+                let skeleton = new_double_block(&self.config, &device);
                 Cow::Owned(off.double[i].upload(skeleton, &device))
             }
         }
@@ -143,10 +135,8 @@ impl<B: Backend> Flux<B> {
         match &self.offloaded {
             None => Cow::Borrowed(&self.single_blocks[i]),
             Some(off) => {
-                let c = &self.config;
                 let device = self.img_in.weight.device();
-                let skeleton =
-                    SingleStreamBlock::new(c.hidden_size, c.num_heads, c.mlp_hidden_dim(), &device);
+                let skeleton = new_single_block(&self.config, &device);
                 Cow::Owned(off.single[i].upload(skeleton, &device))
             }
         }
@@ -295,6 +285,25 @@ impl<B: Backend> Flux<B> {
         let img = x.narrow(1, n_txt, n_img);
         Ok(self.final_layer.forward(img, vec))
     }
+}
+
+/// A double block of `config`'s shape, parameters lazily uninitialised: what the model is
+/// built of, and the skeleton an offloaded block is uploaded into.
+fn new_double_block<B: Backend>(config: &FluxConfig, device: &B::Device) -> DoubleStreamBlock<B> {
+    let c = config;
+    DoubleStreamBlock::new(
+        c.hidden_size,
+        c.num_heads,
+        c.mlp_hidden_dim(),
+        c.qkv_bias,
+        device,
+    )
+}
+
+/// A single block of `config`'s shape, parameters lazily uninitialised.
+fn new_single_block<B: Backend>(config: &FluxConfig, device: &B::Device) -> SingleStreamBlock<B> {
+    let c = config;
+    SingleStreamBlock::new(c.hidden_size, c.num_heads, c.mlp_hidden_dim(), device)
 }
 
 fn expect_dims(what: &str, found: &[usize], expected: &[usize]) -> Result<()> {

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::{FloatDType, Tensor};
+use flux_core::attention_in_f32;
 
 use crate::norm::GroupNorm;
 use crate::resnet::conv1x1;
@@ -48,10 +48,7 @@ impl<B: Backend> AttnBlock<B> {
         let q = tokens(self.q.forward(normed.clone()));
         let k = tokens(self.k.forward(normed.clone()));
         let v = tokens(self.v.forward(normed));
-        // Scores and softmax in f32 whatever the weights' dtype (a no-op cast for f32).
-        let dtype = q.dtype();
-        let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
-        let out = attention(f32(q), f32(k), f32(v), None, None, Default::default()).cast(dtype);
+        let out = attention_in_f32(q, k, v, Default::default());
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
         x + self.proj_out.forward(out)
     }

@@ -6,6 +6,7 @@ mod infer;
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 
@@ -124,24 +125,28 @@ pub fn load_with<B: Backend>(
     let double = std::mem::take(&mut model.double_blocks);
     let single = std::mem::take(&mut model.single_blocks);
     let model = loader.load(model, &[]);
-    // Every block is read even after an error, so that all missing tensors get named; only
-    // complete blocks are moved to the host.
-    let mut host_double = Vec::with_capacity(double.len());
-    for (i, block) in double.into_iter().enumerate() {
-        let block = loader.load(block, &["double_blocks", &i.to_string()]);
-        if loader.ok() {
-            host_double.push(HostParams::from_module(block));
-        }
-    }
-    let mut host_single = Vec::with_capacity(single.len());
-    for (i, block) in single.into_iter().enumerate() {
-        let block = loader.load(block, &["single_blocks", &i.to_string()]);
-        if loader.ok() {
-            host_single.push(HostParams::from_module(block));
-        }
-    }
+    let double = load_to_host(&mut loader, double, "double_blocks");
+    let single = load_to_host(&mut loader, single, "single_blocks");
     loader.finish()?;
-    Ok(model.with_offloaded_blocks(host_double, host_single))
+    Ok(model.with_offloaded_blocks(double, single))
+}
+
+/// Loads each block of the list `name` and moves it to host memory before the next. Every
+/// block is read even after an error, so that all missing tensors get named; only complete
+/// blocks are moved.
+fn load_to_host<B: Backend, M: Module<B>>(
+    loader: &mut Loader<'_, B>,
+    blocks: Vec<M>,
+    name: &str,
+) -> Vec<HostParams> {
+    let mut host = Vec::with_capacity(blocks.len());
+    for (i, block) in blocks.into_iter().enumerate() {
+        let block = loader.load(block, &[name, &i.to_string()]);
+        if loader.ok() {
+            host.push(HostParams::from_module(block));
+        }
+    }
+    host
 }
 
 /// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to

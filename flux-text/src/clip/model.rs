@@ -5,10 +5,9 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, FloatDType, Int, Tensor};
-use flux_core::in_f32;
+use burn::tensor::{DType, Int, Tensor};
+use flux_core::{attention_in_f32, in_f32};
 
 use super::ClipConfig;
 use crate::t5::check_ids;
@@ -54,10 +53,7 @@ impl<B: Backend> ClipAttention<B> {
             is_causal: true,
             ..Default::default()
         };
-        // Scores and softmax in f32 whatever the weights' dtype (no-op casts for f32).
-        let dtype = q.dtype();
-        let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
-        let out = attention(f32(q), f32(k), f32(v), None, None, options).cast(dtype);
+        let out = attention_in_f32(q, k, v, options);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
     }
