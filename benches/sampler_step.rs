@@ -63,9 +63,7 @@ impl<B: Backend> SamplerLoop<B> {
             |_: &Tensor<B, 3>, _: &flux_sampler::Step| Ok::<_, Error>(self.velocity.clone());
         let out = flux_sampler::denoise(&mut model, self.start.clone(), &self.schedule, |_| {
             ControlFlow::Continue(())
-        })?
-        .finished()
-        .expect("never cancelled");
+        })?;
         Ok(out.mean())
     }
 }

@@ -27,7 +27,8 @@ impl<B: Backend> Step<B> {
     pub fn new(size: &Size, device: &B::Device) -> flux_core::Result<Self> {
         B::seed(device, 0);
         let c = &size.config;
-        let model = c.try_init::<B>(device)?;
+        c.validate()?;
+        let model = c.init::<B>(device);
         let normal = Distribution::Normal(0.0, 1.0);
         let (n_img, n_txt) = (size.n_img(), size.n_txt);
         let img_ids = flux_core::img_ids::<B>(1, size.pixels(), size.pixels(), device)?;

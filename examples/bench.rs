@@ -125,7 +125,8 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
         Workload::Vae => {
             let (config, side) = vae_step::vae_size(&args.size).ok_or_else(unknown)?;
             println!("vae decode {}: {side}x{side} image", args.size);
-            let model = config.init::<B>(device)?;
+            config.validate()?;
+            let model = config.init::<B>(device);
             let latents = vae_step::latents::<B>(&config, side, device);
             return time_runs(args, || Ok(model.decode(latents.clone())?.abs().mean()));
         }

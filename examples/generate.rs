@@ -9,6 +9,7 @@
 //! id (`--repo black-forest-labs/FLUX.1-schnell`, with `HF_TOKEN` for the gated [dev]).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use flux::{
-    Control, GenerateRequest, ImageMetadata, MemoryMode, ModelKind, Pipeline, Progress, Stage,
-    save_png,
+    GenerateRequest, ImageMetadata, MemoryMode, MemoryPlan, ModelFiles, ModelSizes, Pipeline,
+    Progress, Stage, save_png,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,13 +59,25 @@ struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
-    /// Float type of weights and activations.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    /// Float type of weights and activations; `auto` picks from the device and the memory
+    /// available (printed).
+    #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
     dtype: DtypeArg,
-    /// Load each model only for its stage (text encoders are dropped before the transformer
-    /// loads): peak memory is the largest model instead of the sum.
-    #[arg(long)]
+    /// `resident`: all models loaded once; `sequential`: each model only for its stage (peak
+    /// memory is the largest model instead of the sum); `auto` picks from the memory available.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Auto)]
+    memory: MemoryArg,
+    /// Same as `--memory sequential`.
+    #[arg(long, conflicts_with = "memory")]
     low_memory: bool,
+    /// Memory the automatic choice may plan for, in GB (default: what the OS reports available
+    /// for the CPU; a GPU's memory cannot be read here, so pass it). Also `FLUX_AVAILABLE_MEMORY`.
+    #[arg(long, env = "FLUX_AVAILABLE_MEMORY")]
+    available_memory: Option<f64>,
+    /// Print the dtype and memory plan for these files and this machine, then exit without
+    /// loading anything ("will it fit?").
+    #[arg(long)]
+    dry_run: bool,
     /// Keep the transformer's blocks in host memory and upload one at a time as each step
     /// runs them: for GPUs smaller than the model (slower: the blocks cross every step).
     #[arg(long)]
@@ -84,11 +97,19 @@ enum DeviceArg {
     Cuda,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum DtypeArg {
+    Auto,
     F32,
     Bf16,
     F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum MemoryArg {
+    Auto,
+    Resident,
+    Sequential,
 }
 
 /// Backend selection, in one spot: one module per backend, gated by cargo feature.
@@ -127,16 +148,9 @@ fn main() -> ExitCode {
 
 fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    let mut builder = Pipeline::<B>::builder()
-        .memory(if args.low_memory {
-            MemoryMode::Sequential
-        } else {
-            MemoryMode::Resident
-        })
-        .offload_blocks(args.offload_blocks);
-    builder = match (&args.model_dir, &args.repo) {
-        (Some(dir), _) => builder.model_dir(dir),
-        (None, Some(repo)) => builder.hub_repo(repo),
+    let files = match (&args.model_dir, &args.repo) {
+        (Some(dir), _) => ModelFiles::from_dir(dir).map_err(|e| e.to_string())?,
+        (None, Some(repo)) => flux::hub::download(repo, None).map_err(|e| e.to_string())?,
         (None, None) => {
             return Err(
                 "no weights: pass --model-dir DIR (a FLUX.1 folder in the Hugging Face \
@@ -148,14 +162,18 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             );
         }
     };
-    builder = match args.dtype {
-        DtypeArg::F32 => builder,
-        DtypeArg::Bf16 => builder.dtype(DType::BF16),
-        DtypeArg::F16 => builder.dtype(DType::F16),
-    };
-    let pipeline = builder.build().map_err(|e| e.to_string())?;
+    let (dtype, memory) = choose_memory(args, &files)?;
+    if args.dry_run {
+        return Ok(());
+    }
+    let pipeline = Pipeline::<B>::builder()
+        .files(files)
+        .dtype(dtype)
+        .memory(memory)
+        .offload_blocks(args.offload_blocks)
+        .build()
+        .map_err(|e| e.to_string())?;
     let load_time = started.elapsed();
-    let kind = pipeline.kind();
 
     let request = GenerateRequest::new(&args.prompt)
         .with_size(args.width, args.height)
@@ -177,11 +195,19 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         }
         None => request,
     };
-    let steps = request.steps.unwrap_or(kind.default_steps());
-    let guidance = match kind {
-        ModelKind::Dev => Some(request.guidance.unwrap_or(3.5)),
-        ModelKind::Schnell => None,
-    };
+    let resolved = pipeline.resolve(&request).map_err(|e| e.to_string())?;
+    let guidance = resolved
+        .guidance
+        .map_or("none".to_string(), |g| g.to_string());
+    println!(
+        "{}: {} steps, guidance {guidance}, seed {}, {}x{}",
+        resolved.model.name(),
+        resolved.steps,
+        resolved.seed,
+        resolved.width,
+        resolved.height
+    );
+    let steps = resolved.steps;
 
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template(
@@ -212,7 +238,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
                 bar.set_prefix("denoising");
                 bar.set_position(p.step as u64);
             }
-            Control::Continue
+            ControlFlow::Continue(())
         })
         .map_err(|e| e.to_string())?;
     bar.finish();
@@ -233,15 +259,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
                 .unwrap_or("png");
             args.out.with_file_name(format!("{stem}_{}.{ext}", i + 1))
         };
-        let meta = ImageMetadata {
-            prompt: args.prompt.clone(),
-            seed: args.seed,
-            steps,
-            guidance,
-            model: kind.name().into(),
-            width: image.width(),
-            height: image.height(),
-        };
+        let meta = ImageMetadata::new(&args.prompt, &resolved);
         save_png(image, &path, &meta).map_err(|e| e.to_string())?;
         println!("wrote {}", path.display());
     }
@@ -251,4 +269,78 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     }
     println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The dtype and memory mode to run with: the flags where given, else chosen from the models'
+/// sizes and the memory available (printed, with the reason).
+fn choose_memory(args: &Args, files: &ModelFiles) -> Result<(DType, MemoryMode), String> {
+    let dtype = match args.dtype {
+        DtypeArg::F32 => Some(DType::F32),
+        DtypeArg::Bf16 => Some(DType::BF16),
+        DtypeArg::F16 => Some(DType::F16),
+        DtypeArg::Auto => None,
+    };
+    let memory = match (args.memory, args.low_memory) {
+        (_, true) | (MemoryArg::Sequential, _) => Some(MemoryMode::Sequential),
+        (MemoryArg::Resident, _) => Some(MemoryMode::Resident),
+        (MemoryArg::Auto, false) => None,
+    };
+    if let (Some(dtype), Some(memory)) = (dtype, memory) {
+        return Ok((dtype, memory));
+    }
+    const GB: f64 = 1e9;
+    // The dtypes each device runs well, most exact first: wgpu's WGSL has no bf16.
+    let dtypes: Vec<DType> = match (dtype, args.device) {
+        (Some(d), _) => vec![d],
+        (None, DeviceArg::Cpu) => vec![DType::F32, DType::BF16],
+        (None, DeviceArg::Cuda) => vec![DType::BF16],
+        (None, DeviceArg::Wgpu) => vec![DType::F16],
+    };
+    let (available, source) = match (args.available_memory, args.device) {
+        (Some(gb), _) => ((gb * GB) as u64, "as given"),
+        (None, DeviceArg::Cpu) => match MemoryPlan::host_memory_available() {
+            Some(bytes) => (bytes, "available now"),
+            None => (u64::MAX, "unknown: not measured on this OS"),
+        },
+        (None, _) => (
+            u64::MAX,
+            "unknown: a GPU's memory cannot be read here, pass --available-memory",
+        ),
+    };
+    let sizes = ModelSizes::read(files).map_err(|e| e.to_string())?;
+    let plan = match memory {
+        Some(memory) => {
+            let dtype = dtypes[0];
+            let peak_bytes = sizes.peak_bytes(dtype, memory);
+            MemoryPlan {
+                dtype,
+                memory,
+                peak_bytes,
+                fits: peak_bytes <= available,
+            }
+        }
+        None => MemoryPlan::choose(&sizes, available, &dtypes),
+    };
+    let memory_text = if available == u64::MAX {
+        format!("memory {source}")
+    } else {
+        format!("{:.1} GB {source}", available as f64 / GB)
+    };
+    println!(
+        "auto: {:?}, {:?} memory: estimated peak {:.1} GB of weights and activations, {memory_text}",
+        plan.dtype,
+        plan.memory,
+        plan.peak_bytes as f64 / GB,
+    );
+    if !plan.fits {
+        eprintln!(
+            "warning: even the smallest choice ({:?}, {:?}) needs about {:.1} GB, more than the {:.1} GB \
+             available: expect swapping or an out-of-memory stop (quantized weights are planned)",
+            plan.dtype,
+            plan.memory,
+            plan.peak_bytes as f64 / GB,
+            available as f64 / GB
+        );
+    }
+    Ok((plan.dtype, plan.memory))
 }

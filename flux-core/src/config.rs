@@ -152,20 +152,16 @@ impl FluxConfig {
         Ok(())
     }
 
-    /// Builds a randomly initialised model (parameters are created lazily, on first use).
+    /// Builds a randomly initialised model (parameters are created lazily, on first use, so
+    /// a model about to be loaded never holds random weights).
     ///
     /// # Panics
-    /// If the config is invalid: call [`FluxConfig::validate`] first, or use [`FluxConfig::try_init`].
+    /// If the config is invalid: a config that did not come from a preset or a checkpoint
+    /// should go through [`FluxConfig::validate`] first (the loaders do).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Flux<B> {
-        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// Like [`FluxConfig::init`], returning an error for an invalid config.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`].
-    pub fn try_init<B: Backend>(&self, device: &B::Device) -> Result<Flux<B>> {
-        self.validate()?;
-        Ok(Flux::new(self.clone(), device))
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        Flux::new(self.clone(), device)
     }
 }

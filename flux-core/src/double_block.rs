@@ -14,17 +14,17 @@ use crate::rope::RopeTable;
 #[derive(Module, Debug)]
 pub struct DoubleStreamBlock<B: Backend> {
     /// Image-stream modulation (two triples: attention, MLP).
-    pub img_mod: Modulation<B>,
+    pub(crate) img_mod: Modulation<B>,
     /// Image-stream attention weights.
-    pub img_attn: SelfAttention<B>,
+    pub(crate) img_attn: SelfAttention<B>,
     /// Image-stream MLP.
-    pub img_mlp: Mlp<B>,
+    pub(crate) img_mlp: Mlp<B>,
     /// Text-stream modulation.
-    pub txt_mod: Modulation<B>,
+    pub(crate) txt_mod: Modulation<B>,
     /// Text-stream attention weights.
-    pub txt_attn: SelfAttention<B>,
+    pub(crate) txt_attn: SelfAttention<B>,
     /// Text-stream MLP.
-    pub txt_mlp: Mlp<B>,
+    pub(crate) txt_mlp: Mlp<B>,
     #[module(skip)]
     num_heads: usize,
 }

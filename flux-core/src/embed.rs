@@ -1,13 +1,13 @@
 //! Sinusoidal timestep embedding and the MLP that lifts embeddings to the model width.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use flux_io::nn::Linear;
 
-use crate::host::f32_tensor;
-use crate::norm::in_f32;
+use crate::f32_tensor::f32_tensor;
+use flux_io::ops::in_f32;
 
 /// Sinusoidal embedding of `t` (in [0, 1]; scaled by 1000 like the reference), `[cos | sin]`
 /// order, max period 10000. Computed in f32 with the reference's order of operations (the
@@ -41,17 +41,17 @@ pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize) -> Tensor<B, 
 #[derive(Module, Debug)]
 pub struct MlpEmbedder<B: Backend> {
     /// `in_dim -> hidden`.
-    pub in_layer: Linear<B>,
+    pub(crate) in_layer: Linear<B>,
     /// `hidden -> hidden`.
-    pub out_layer: Linear<B>,
+    pub(crate) out_layer: Linear<B>,
 }
 
 impl<B: Backend> MlpEmbedder<B> {
     /// An embedder from `in_dim` to `hidden`.
     pub fn new(in_dim: usize, hidden: usize, device: &B::Device) -> Self {
         Self {
-            in_layer: LinearConfig::new(in_dim, hidden).init(device),
-            out_layer: LinearConfig::new(hidden, hidden).init(device),
+            in_layer: Linear::new(in_dim, hidden, true, device),
+            out_layer: Linear::new(hidden, hidden, true, device),
         }
     }
 

@@ -1,122 +1,22 @@
-//! The error type of `flux-core`: configuration and checkpoint loading.
+//! The error type of `flux-core`.
 
-use std::path::PathBuf;
-
-/// Everything that can go wrong while configuring or loading a FLUX transformer
-/// (and, through [`crate::io`], any safetensors checkpoint of the workspace).
+/// Everything that can go wrong while loading or running a FLUX transformer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A configuration value is inconsistent (e.g. the head dimension is not divisible).
-    #[error("invalid config: {0}")]
+    /// Reading the checkpoint or matching it to the model failed (missing or unexpected keys,
+    /// shapes, corrupt files, ...): the loading error every crate of the workspace shares.
+    #[error(transparent)]
+    Load(#[from] flux_io::Error),
+
+    /// A configuration value is inconsistent (e.g. the head dimension does not divide the width).
+    #[error("invalid transformer config: {0}")]
     InvalidConfig(String),
 
-    /// The path does not exist or could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file or folder that failed.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// The file is not a valid safetensors file (truncated, corrupt header, bad offsets).
-    #[error(
-        "{path} is not a valid safetensors file ({reason}); the file may be truncated or corrupt"
-    )]
-    Corrupt {
-        /// The offending file.
-        path: PathBuf,
-        /// What the safetensors parser reported.
-        reason: String,
-    },
-
-    /// A folder holds no `.safetensors` files.
-    #[error("no .safetensors weights found in {0}")]
-    NoWeights(PathBuf),
-
-    /// The `*.safetensors.index.json` of a sharded checkpoint is malformed or points nowhere.
-    #[error("bad shard index {path}: {reason}")]
-    BadIndex {
-        /// The index file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// The same tensor name appears in two files of one checkpoint.
-    #[error("tensor `{key}` appears in both {first} and {second}")]
-    DuplicateKey {
-        /// The tensor name.
-        key: String,
-        /// The first file holding it.
-        first: PathBuf,
-        /// The second file holding it.
-        second: PathBuf,
-    },
-
-    /// Tensors the model needs are not in the checkpoint.
-    #[error("{} missing key(s) in checkpoint: {}", .0.len(), list(.0))]
-    MissingKeys(Vec<String>),
-
-    /// Tensors in the checkpoint that the model does not use.
-    #[error("{} unexpected key(s) in checkpoint: {}", .0.len(), list(.0))]
-    UnexpectedKeys(Vec<String>),
-
-    /// A tensor has another shape than the model expects.
-    #[error("shape mismatch for `{key}`: expected {expected:?}, found {found:?}")]
-    ShapeMismatch {
-        /// The checkpoint key.
-        key: String,
-        /// The shape the model expects (in the checkpoint's convention).
-        expected: Vec<usize>,
-        /// The shape stored in the checkpoint.
-        found: Vec<usize>,
-    },
-
-    /// A tensor is stored in a dtype we cannot convert to floats.
-    #[error(
-        "tensor `{key}` has unsupported dtype {dtype}; supported: F32, F16, BF16, F64, F8_E4M3, F8_E5M2"
-    )]
-    UnsupportedDtype {
-        /// The checkpoint key.
-        key: String,
-        /// The stored dtype, as safetensors names it.
-        dtype: String,
-    },
-
-    /// The checkpoint's layout could not be recognised (neither BFL nor diffusers keys).
-    #[error("unrecognised checkpoint layout: {0}")]
-    UnknownLayout(String),
-
-    /// A tensor holds NaN or infinite values.
-    #[error("tensor `{0}` contains NaN or infinite values")]
-    NonFinite(String),
-
-    /// An input tensor given to the model has the wrong shape.
+    /// An input tensor given to the model has the wrong shape or values.
     #[error("bad input: {0}")]
     BadInput(String),
-
-    /// The backend cannot run on the requested device (no adapter, no driver).
-    #[error("device unusable: {0}")]
-    Device(String),
 }
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// At most 20 names, then a count, so a message stays readable.
-fn list(keys: &[String]) -> String {
-    const SHOWN: usize = 20;
-    let mut s = keys
-        .iter()
-        .take(SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        s.push_str(&format!(", … and {} more", keys.len() - SHOWN));
-    }
-    s
-}

@@ -1,10 +1,10 @@
 //! [`LastLayer`]: modulated LayerNorm and the projection back to packed latent channels.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
+use flux_io::nn::Linear;
 
 use crate::norm::layer_norm;
 
@@ -12,17 +12,17 @@ use crate::norm::layer_norm;
 #[derive(Module, Debug)]
 pub struct LastLayer<B: Backend> {
     /// `hidden -> out_channels`.
-    pub linear: Linear<B>,
+    pub(crate) linear: Linear<B>,
     /// `hidden -> 2 * hidden`, chunked (shift, scale) — BFL order.
-    pub ada_ln_modulation: Linear<B>,
+    pub(crate) ada_ln_modulation: Linear<B>,
 }
 
 impl<B: Backend> LastLayer<B> {
     /// A final layer from `hidden` to `out_channels`.
     pub fn new(hidden: usize, out_channels: usize, device: &B::Device) -> Self {
         Self {
-            linear: LinearConfig::new(hidden, out_channels).init(device),
-            ada_ln_modulation: LinearConfig::new(hidden, 2 * hidden).init(device),
+            linear: Linear::new(hidden, out_channels, true, device),
+            ada_ln_modulation: Linear::new(hidden, 2 * hidden, true, device),
         }
     }
 

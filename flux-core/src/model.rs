@@ -1,17 +1,14 @@
 //! [`Flux`]: the whole transformer (BFL `Flux`, `src/flux/model.py`).
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use flux_io::nn::Linear;
 
+use crate::blocks::Blocks;
 use crate::double_block::DoubleStreamBlock;
 use crate::embed::{MlpEmbedder, timestep_embedding};
 use crate::last_layer::LastLayer;
-use crate::offload::{HostParams, OffloadedBlocks};
 use crate::rope::{EmbedNd, RopeTable};
 use crate::single_block::SingleStreamBlock;
 use crate::{Error, FluxConfig, Result};
@@ -23,26 +20,23 @@ const TIME_EMBED_DIM: usize = 256;
 #[derive(Module, Debug)]
 pub struct Flux<B: Backend> {
     /// Packed latent tokens -> hidden.
-    pub img_in: Linear<B>,
+    img_in: Linear<B>,
     /// Timestep embedding -> hidden.
-    pub time_in: MlpEmbedder<B>,
+    time_in: MlpEmbedder<B>,
     /// Pooled CLIP vector -> hidden.
-    pub vector_in: MlpEmbedder<B>,
+    vector_in: MlpEmbedder<B>,
     /// Guidance embedding -> hidden ([dev] only).
-    pub guidance_in: Option<MlpEmbedder<B>>,
+    guidance_in: Option<MlpEmbedder<B>>,
     /// T5 tokens -> hidden.
-    pub txt_in: Linear<B>,
-    /// Double-stream blocks (empty when offloaded: see [`Flux::offload_blocks`]).
-    pub double_blocks: Vec<DoubleStreamBlock<B>>,
-    /// Single-stream blocks (empty when offloaded).
-    pub single_blocks: Vec<SingleStreamBlock<B>>,
+    txt_in: Linear<B>,
+    /// Double-stream blocks (on the device, or in host memory: [`Flux::offload_blocks`]).
+    pub(crate) double_blocks: Blocks<B, DoubleStreamBlock<B>>,
+    /// Single-stream blocks.
+    pub(crate) single_blocks: Blocks<B, SingleStreamBlock<B>>,
     /// Final modulation and projection.
-    pub final_layer: LastLayer<B>,
+    final_layer: LastLayer<B>,
     #[module(skip)]
     config: FluxConfig,
-    /// The blocks' weights in host memory, when offloaded.
-    #[module(skip)]
-    offloaded: Option<Arc<OffloadedBlocks>>,
 }
 
 impl<B: Backend> Flux<B> {
@@ -50,22 +44,25 @@ impl<B: Backend> Flux<B> {
     pub(crate) fn new(config: FluxConfig, device: &B::Device) -> Self {
         let h = config.hidden_size;
         Self {
-            img_in: LinearConfig::new(config.in_channels, h).init(device),
+            img_in: Linear::new(config.in_channels, h, true, device),
             time_in: MlpEmbedder::new(TIME_EMBED_DIM, h, device),
             vector_in: MlpEmbedder::new(config.vec_in_dim, h, device),
             guidance_in: config
                 .guidance_embed
                 .then(|| MlpEmbedder::new(TIME_EMBED_DIM, h, device)),
-            txt_in: LinearConfig::new(config.context_in_dim, h).init(device),
-            double_blocks: (0..config.depth)
-                .map(|_| new_double_block(&config, device))
-                .collect(),
-            single_blocks: (0..config.depth_single_blocks)
-                .map(|_| new_single_block(&config, device))
-                .collect(),
+            txt_in: Linear::new(config.context_in_dim, h, true, device),
+            double_blocks: Blocks::Resident(
+                (0..config.depth)
+                    .map(|_| new_double_block(&config, device))
+                    .collect(),
+            ),
+            single_blocks: Blocks::Resident(
+                (0..config.depth_single_blocks)
+                    .map(|_| new_single_block(&config, device))
+                    .collect(),
+            ),
             final_layer: LastLayer::new(h, config.out_channels, device),
             config,
-            offloaded: None,
         }
     }
 
@@ -81,71 +78,26 @@ impl<B: Backend> Flux<B> {
     /// only; the blocks follow the device of the resident part.
     #[must_use]
     pub fn offload_blocks(mut self) -> Self {
-        if self.offloaded.is_some() {
-            return self;
-        }
-        let double = std::mem::take(&mut self.double_blocks)
-            .into_iter()
-            .map(HostParams::from_module)
-            .collect();
-        let single = std::mem::take(&mut self.single_blocks)
-            .into_iter()
-            .map(HostParams::from_module)
-            .collect();
-        self.with_offloaded_blocks(double, single)
-    }
-
-    /// The model with its (emptied) block lists replaced by host copies.
-    pub(crate) fn with_offloaded_blocks(
-        mut self,
-        double: Vec<HostParams>,
-        single: Vec<HostParams>,
-    ) -> Self {
-        debug_assert!(self.double_blocks.is_empty() && self.single_blocks.is_empty());
-        debug_assert_eq!(double.len(), self.config.depth);
-        debug_assert_eq!(single.len(), self.config.depth_single_blocks);
-        self.offloaded = Some(Arc::new(OffloadedBlocks { double, single }));
+        self.double_blocks = self.double_blocks.offload();
+        self.single_blocks = self.single_blocks.offload();
         self
     }
 
     /// Whether the blocks are offloaded to host memory ([`Flux::offload_blocks`]).
     pub fn is_offloaded(&self) -> bool {
-        self.offloaded.is_some()
+        matches!(self.double_blocks, Blocks::Offloaded(_))
+            || matches!(self.single_blocks, Blocks::Offloaded(_))
     }
 
     /// Bytes of block weights held in host memory (0 when resident).
     pub fn offloaded_bytes(&self) -> usize {
-        self.offloaded.as_ref().map_or(0, |o| o.num_bytes())
-    }
-
-    /// Double block `i`: borrowed when resident, uploaded when offloaded.
-    fn double_block(&self, i: usize) -> Cow<'_, DoubleStreamBlock<B>> {
-        match &self.offloaded {
-            None => Cow::Borrowed(&self.double_blocks[i]),
-            Some(off) => {
-                let device = self.img_in.weight.device();
-                let skeleton = new_double_block(&self.config, &device);
-                Cow::Owned(off.double[i].upload(skeleton, &device))
-            }
-        }
-    }
-
-    /// Single block `i`: borrowed when resident, uploaded when offloaded.
-    fn single_block(&self, i: usize) -> Cow<'_, SingleStreamBlock<B>> {
-        match &self.offloaded {
-            None => Cow::Borrowed(&self.single_blocks[i]),
-            Some(off) => {
-                let device = self.img_in.weight.device();
-                let skeleton = new_single_block(&self.config, &device);
-                Cow::Owned(off.single[i].upload(skeleton, &device))
-            }
-        }
+        self.double_blocks.host_bytes() + self.single_blocks.host_bytes()
     }
 
     /// The float dtype of the weights (and of the activations: inputs are cast to it, norm
     /// statistics, RoPE and the timestep embedding run in f32 whatever it is).
     pub fn dtype(&self) -> DType {
-        self.img_in.weight.val().dtype()
+        self.img_in.dtype()
     }
 
     /// The model's configuration.
@@ -247,7 +199,7 @@ impl<B: Backend> Flux<B> {
         expect_dims("y", &y.dims(), &[b, c.vec_in_dim])?;
         expect_dims(
             "rope table",
-            &pe.cos.dims(),
+            &pe.dims(),
             &[b, 1, n_txt + n_img, c.head_dim() / 2],
         )?;
 
@@ -271,16 +223,19 @@ impl<B: Backend> Flux<B> {
 
         let mut img = self.img_in.forward(img);
         let mut txt = self.txt_in.forward(txt);
-        let (n_double, n_single) = match &self.offloaded {
-            Some(off) => (off.double.len(), off.single.len()),
-            None => (self.double_blocks.len(), self.single_blocks.len()),
-        };
-        for i in 0..n_double {
-            (img, txt) = self.double_block(i).forward(img, txt, vec.clone(), pe);
+        let device = img.device();
+        for i in 0..self.double_blocks.len() {
+            let block = self
+                .double_blocks
+                .get(i, || new_double_block(c, &device), &device);
+            (img, txt) = block.forward(img, txt, vec.clone(), pe);
         }
         let mut x = Tensor::cat(vec![txt, img], 1);
-        for i in 0..n_single {
-            x = self.single_block(i).forward(x, vec.clone(), pe);
+        for i in 0..self.single_blocks.len() {
+            let block = self
+                .single_blocks
+                .get(i, || new_single_block(c, &device), &device);
+            x = block.forward(x, vec.clone(), pe);
         }
         let img = x.narrow(1, n_txt, n_img);
         Ok(self.final_layer.forward(img, vec))
@@ -289,7 +244,10 @@ impl<B: Backend> Flux<B> {
 
 /// A double block of `config`'s shape, parameters lazily uninitialised: what the model is
 /// built of, and the skeleton an offloaded block is uploaded into.
-fn new_double_block<B: Backend>(config: &FluxConfig, device: &B::Device) -> DoubleStreamBlock<B> {
+pub(crate) fn new_double_block<B: Backend>(
+    config: &FluxConfig,
+    device: &B::Device,
+) -> DoubleStreamBlock<B> {
     let c = config;
     DoubleStreamBlock::new(
         c.hidden_size,
@@ -301,7 +259,10 @@ fn new_double_block<B: Backend>(config: &FluxConfig, device: &B::Device) -> Doub
 }
 
 /// A single block of `config`'s shape, parameters lazily uninitialised.
-fn new_single_block<B: Backend>(config: &FluxConfig, device: &B::Device) -> SingleStreamBlock<B> {
+pub(crate) fn new_single_block<B: Backend>(
+    config: &FluxConfig,
+    device: &B::Device,
+) -> SingleStreamBlock<B> {
     let c = config;
     SingleStreamBlock::new(c.hidden_size, c.num_heads, c.mlp_hidden_dim(), device)
 }

@@ -1,20 +1,20 @@
 //! adaLN modulation: shift, scale and gate vectors computed from the conditioning vector.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
+use flux_io::nn::Linear;
 
 /// One (shift, scale, gate) triple, each `[b, 1, hidden]`.
 #[derive(Debug, Clone)]
 pub struct ModulationOut<B: Backend> {
     /// Added after scaling.
-    pub shift: Tensor<B, 3>,
+    pub(crate) shift: Tensor<B, 3>,
     /// Applied as `1 + scale`.
-    pub scale: Tensor<B, 3>,
+    pub(crate) scale: Tensor<B, 3>,
     /// Multiplies the residual branch.
-    pub gate: Tensor<B, 3>,
+    pub(crate) gate: Tensor<B, 3>,
 }
 
 impl<B: Backend> ModulationOut<B> {
@@ -32,7 +32,7 @@ impl<B: Backend> ModulationOut<B> {
 #[derive(Module, Debug)]
 pub struct Modulation<B: Backend> {
     /// `hidden -> multiplier * hidden`, multiplier 6 (double) or 3 (single).
-    pub lin: Linear<B>,
+    pub(crate) lin: Linear<B>,
     /// Two triples (double-stream block) or one (single-stream block).
     #[module(skip)]
     double: bool,
@@ -43,7 +43,7 @@ impl<B: Backend> Modulation<B> {
     pub fn new(hidden: usize, double: bool, device: &B::Device) -> Self {
         let multiplier = if double { 6 } else { 3 };
         Self {
-            lin: LinearConfig::new(hidden, multiplier * hidden).init(device),
+            lin: Linear::new(hidden, multiplier * hidden, true, device),
             double,
         }
     }

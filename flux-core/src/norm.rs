@@ -1,28 +1,16 @@
 //! Normalisations: RMSNorm with a learned scale (q/k norm), LayerNorm without affine.
 
 use burn::module::{Module, Param};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, FloatDType, Tensor};
-
-/// Runs `f` on `x` in f32 and returns the result in `x`'s dtype (a no-op cast for f32): how
-/// half-precision models keep norm statistics, softmax and rotations in f32.
-pub fn in_f32<B: Backend, const D: usize, const D2: usize>(
-    x: Tensor<B, D>,
-    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D2>,
-) -> Tensor<B, D2> {
-    let dtype = x.dtype();
-    if dtype == DType::F32 {
-        return f(x);
-    }
-    f(x.cast(FloatDType::F32)).cast(dtype)
-}
+use flux_io::ops::in_f32;
 
 /// RMSNorm over the last dimension with a learned `scale` (BFL `RMSNorm`, eps 1e-6).
 /// Statistics are computed in f32 whatever the model's dtype.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Per-channel scale, `[dim]`.
-    pub scale: Param<Tensor<B, 1>>,
+    pub(crate) scale: Param<Tensor<B, 1>>,
 }
 
 impl<B: Backend> RmsNorm<B> {
@@ -50,9 +38,9 @@ impl<B: Backend> RmsNorm<B> {
 #[derive(Module, Debug)]
 pub struct QkNorm<B: Backend> {
     /// Norm applied to queries.
-    pub query_norm: RmsNorm<B>,
+    pub(crate) query_norm: RmsNorm<B>,
     /// Norm applied to keys.
-    pub key_norm: RmsNorm<B>,
+    pub(crate) key_norm: RmsNorm<B>,
 }
 
 impl<B: Backend> QkNorm<B> {

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use crate::host::f32_tensor;
+use crate::f32_tensor::f32_tensor;
 use crate::{Error, Result};
 
 /// Checks an image size: both sides positive multiples of 16 (8 for the VAE x 2 for packing).

@@ -8,9 +8,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use crate::host::f32_tensor;
-use crate::norm::in_f32;
+use crate::f32_tensor::f32_tensor;
 use crate::{Error, Result};
+use flux_io::ops::in_f32;
 
 /// The cos/sin tables for one sequence of positions.
 ///
@@ -19,10 +19,8 @@ use crate::{Error, Result};
 /// elementwise ops on contiguous tensors (see `apply_rope`).
 #[derive(Debug, Clone)]
 pub struct RopeTable<B: Backend> {
-    /// `cos(pos * omega)`, `[b, 1, seq, head_dim / 2]`, f32.
-    pub cos: Tensor<B, 4>,
-    /// `sin(pos * omega)`, `[b, 1, seq, head_dim / 2]`, f32.
-    pub sin: Tensor<B, 4>,
+    /// `[b, seq, head_dim / 2]`: the shape of the reference's per-pair tables.
+    dims: [usize; 3],
     /// `cos` repeated for both members of each pair, flattened: `[b, 1, seq * head_dim]`.
     cos_full: Tensor<B, 3>,
     /// `sin` likewise: `[b, 1, seq * head_dim]`.
@@ -32,6 +30,12 @@ pub struct RopeTable<B: Backend> {
 }
 
 impl<B: Backend> RopeTable<B> {
+    /// The shape of the reference's per-pair cos/sin tables, `[b, 1, seq, head_dim / 2]`.
+    pub fn dims(&self) -> [usize; 4] {
+        let [b, seq, half] = self.dims;
+        [b, 1, seq, half]
+    }
+
     /// Tables from host values `[b * seq * half]` (token-major, pair-minor).
     fn new(cos: Vec<f32>, sin: Vec<f32>, [b, seq, half]: [usize; 3], device: &B::Device) -> Self {
         let d = 2 * half;
@@ -45,8 +49,7 @@ impl<B: Backend> RopeTable<B> {
             cos_full: f32_tensor::<B, 3>(full(&cos), [b, 1, seq * d], device),
             sin_full: f32_tensor::<B, 3>(full(&sin), [b, 1, seq * d], device),
             rot: f32_tensor::<B, 2>(rot, [d, d], device),
-            cos: f32_tensor::<B, 4>(cos, [b, 1, seq, half], device),
-            sin: f32_tensor::<B, 4>(sin, [b, 1, seq, half], device),
+            dims: [b, seq, half],
         }
     }
 }
@@ -55,9 +58,9 @@ impl<B: Backend> RopeTable<B> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbedNd {
     /// RoPE base.
-    pub theta: f64,
+    pub(crate) theta: f64,
     /// Rotary dimensions per axis.
-    pub axes_dim: [usize; 3],
+    pub(crate) axes_dim: [usize; 3],
 }
 
 impl EmbedNd {

@@ -1,27 +1,27 @@
 //! [`SingleStreamBlock`]: the joint sequence through attention and MLP side by side.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_io::nn::Linear;
 
 use crate::attention::{attention, split_qkv};
-use crate::mlp::gelu_tanh;
 use crate::modulation::Modulation;
 use crate::norm::{QkNorm, layer_norm};
 use crate::rope::RopeTable;
+use flux_io::ops::gelu_tanh;
 
 /// BFL `SingleStreamBlock` (the parallel block of ViT-22B).
 #[derive(Module, Debug)]
 pub struct SingleStreamBlock<B: Backend> {
     /// `hidden -> 3 * hidden + mlp_hidden`: q, k, v and the MLP input at once.
-    pub linear1: Linear<B>,
+    pub(crate) linear1: Linear<B>,
     /// `hidden + mlp_hidden -> hidden`: attention output and MLP activation at once.
-    pub linear2: Linear<B>,
+    pub(crate) linear2: Linear<B>,
     /// Per-head q/k norms.
-    pub norm: QkNorm<B>,
+    pub(crate) norm: QkNorm<B>,
     /// One (shift, scale, gate) triple.
-    pub modulation: Modulation<B>,
+    pub(crate) modulation: Modulation<B>,
     #[module(skip)]
     num_heads: usize,
     #[module(skip)]
@@ -32,8 +32,8 @@ impl<B: Backend> SingleStreamBlock<B> {
     /// A block of width `hidden`.
     pub fn new(hidden: usize, heads: usize, mlp_hidden: usize, device: &B::Device) -> Self {
         Self {
-            linear1: LinearConfig::new(hidden, 3 * hidden + mlp_hidden).init(device),
-            linear2: LinearConfig::new(hidden + mlp_hidden, hidden).init(device),
+            linear1: Linear::new(hidden, 3 * hidden + mlp_hidden, true, device),
+            linear2: Linear::new(hidden + mlp_hidden, hidden, true, device),
             norm: QkNorm::new(hidden / heads, device),
             modulation: Modulation::new(hidden, false, device),
             num_heads: heads,

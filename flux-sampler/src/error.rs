@@ -31,6 +31,14 @@ pub enum Error {
         /// The velocity's shape.
         found: Vec<usize>,
     },
+    /// The progress callback stopped the run (returned [`std::ops::ControlFlow::Break`]).
+    #[error("cancelled after {completed} of {total} steps")]
+    Cancelled {
+        /// Steps that had run.
+        completed: usize,
+        /// Steps in the schedule.
+        total: usize,
+    },
     /// A noise shape whose element count overflows `usize`.
     #[error("noise shape {shape:?} has too many elements")]
     NoiseTooLarge {

@@ -70,48 +70,26 @@ where
     }
 }
 
-/// How a denoising run ended.
-#[derive(Debug, Clone)]
-pub enum Denoised<B: Backend, const D: usize> {
-    /// Every step ran; the final latents.
-    Finished(Tensor<B, D>),
-    /// The progress callback asked to stop; the latents after `completed` steps.
-    Cancelled {
-        /// The latents at the time of cancelling.
-        latents: Tensor<B, D>,
-        /// How many steps had run.
-        completed: usize,
-    },
-}
-
-impl<B: Backend, const D: usize> Denoised<B, D> {
-    /// The final latents, or `None` when cancelled.
-    pub fn finished(self) -> Option<Tensor<B, D>> {
-        match self {
-            Self::Finished(x) => Some(x),
-            Self::Cancelled { .. } => None,
-        }
-    }
-}
-
 /// Runs the Euler sampler over `schedule` from the starting latents `x`.
 ///
 /// Before each step `progress(&step)` is called (with `step.index` steps done so far); returning
-/// [`ControlFlow::Break`] stops the run before the model is called again. After the last step it
-/// is not called again. Pass `|_| ControlFlow::Continue(())` for none.
+/// [`ControlFlow::Break`] stops the run before the model is called again, with
+/// [`Error::Cancelled`]. After the last step it is not called again. Pass
+/// `|_| ControlFlow::Continue(())` for none.
 ///
 /// # Shapes
 /// `x`: the latents in the layout the model takes (packed `[b, n, 64]` for FLUX).
 ///
 /// # Errors
-/// The model's errors, and [`Error::VelocityShape`] (converted into the model's error type) when
-/// it returns a tensor whose shape differs from the latents'.
+/// The model's errors; [`Error::VelocityShape`] when it returns a tensor whose shape differs
+/// from the latents'; [`Error::Cancelled`] when `progress` stops the run (both converted into
+/// the model's error type).
 pub fn denoise<B, const D: usize, M>(
     model: &mut M,
     mut x: Tensor<B, D>,
     schedule: &Schedule,
     mut progress: impl FnMut(&Step) -> ControlFlow<()>,
-) -> Result<Denoised<B, D>, M::Error>
+) -> Result<Tensor<B, D>, M::Error>
 where
     B: Backend,
     M: VelocityModel<B, D>,
@@ -126,10 +104,11 @@ where
             t_next: pair[1],
         };
         if progress(&step).is_break() {
-            return Ok(Denoised::Cancelled {
-                latents: x,
+            return Err(Error::Cancelled {
                 completed: index,
-            });
+                total,
+            }
+            .into());
         }
         let v = model.velocity(&x, &step)?;
         if v.dims() != x.dims() {
@@ -142,5 +121,5 @@ where
         }
         x = euler_step(x, v, step.t, step.t_next);
     }
-    Ok(Denoised::Finished(x))
+    Ok(x)
 }

@@ -30,7 +30,7 @@
 //!
 //! [`euler_step`]: `x + (t_next - t) · v`, in the references' operation order. [`denoise`] loops
 //! it over a [`Schedule`], checks each velocity's shape, and calls a progress callback before
-//! each step that can stop the run ([`Denoised::Cancelled`]).
+//! each step that can stop the run ([`Error::Cancelled`]).
 //!
 //! # Noise
 //!
@@ -81,7 +81,7 @@ mod schedule;
 mod shift;
 
 pub use error::{Error, Result};
-pub use euler::{Denoised, Step, VelocityModel, denoise, euler_step};
+pub use euler::{Step, VelocityModel, denoise, euler_step};
 pub use noise::{
     CpuKernel, NoiseDtype, TorchGenerator, bfl_latent_shape, diffusers_latent_shape, noise_tensor,
     torch_randn_bf16, torch_randn_f16, torch_randn_f32,

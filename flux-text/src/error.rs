@@ -1,29 +1,19 @@
 //! The error type of `flux-text`: loading the encoders, tokenizing, bad inputs.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong in `flux-text`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or interpreting a safetensors checkpoint failed (missing / unexpected keys, shape
-    /// mismatches, corrupt files, ...): see [`flux_core::Error`].
+    /// Reading a checkpoint, a `config.json` or a tokenizer file, or matching a checkpoint to
+    /// the model (missing / unexpected keys, shapes, corrupt files, ...): the loading error
+    /// every crate of the workspace shares.
     #[error(transparent)]
-    Checkpoint(#[from] flux_core::Error),
+    Load(#[from] flux_io::Error),
 
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file that failed.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A `config.json` could not be parsed or holds values this crate cannot run.
-    #[error("bad config: {0}")]
-    Config(String),
+    /// A config holds values this crate cannot run (zero sizes, a width the heads do not
+    /// divide, a tensor of the wrong rank for inference).
+    #[error("invalid text-encoder config: {0}")]
+    InvalidConfig(String),
 
     /// The checkpoint holds a model variant this crate does not implement (e.g. T5 v1.0's
     /// non-gated feed-forward).

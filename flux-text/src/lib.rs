@@ -13,17 +13,13 @@
 
 mod clip;
 mod error;
-mod source;
 mod t5;
 mod tokenizer;
 
-pub use clip::{
-    ClipAttention, ClipConfig, ClipEmbeddings, ClipEncoder, ClipEncoderLayer, ClipMlp, ClipOutput,
-    ClipTextEncoder, ClipTextTransformer, eos_position, load_clip, load_clip_with,
-};
+pub use clip::{ClipConfig, ClipOutput, ClipTextEncoder, load_clip, load_clip_with};
 pub use error::{Error, Result};
-pub use t5::{
-    T5Attention, T5Block, T5Config, T5DenseGatedActDense, T5Encoder, T5LayerNorm, T5Precision,
-    T5Stack, load_t5, load_t5_with, relative_position_bucket,
-};
+/// Options of [`load_t5_with`] (`LoadConfig<T5Config>`) and [`load_clip_with`]
+/// (`LoadConfig<ClipConfig>`): an explicit config and the parameters' dtype.
+pub use flux_io::LoadConfig;
+pub use t5::{T5Config, T5Encoder, T5Precision, load_t5, load_t5_with};
 pub use tokenizer::{ClipTokenizer, Encoded, T5Tokenizer};

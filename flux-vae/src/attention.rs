@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use flux_core::attention_in_f32;
+use flux_io::ops::attention_f32;
 
 use crate::norm::GroupNorm;
 use crate::resnet::conv1x1;
@@ -14,15 +14,15 @@ use crate::resnet::conv1x1;
 #[derive(Module, Debug)]
 pub struct AttnBlock<B: Backend> {
     /// Input norm.
-    pub norm: GroupNorm<B>,
+    pub(crate) norm: GroupNorm<B>,
     /// Query projection.
-    pub q: Conv2d<B>,
+    pub(crate) q: Conv2d<B>,
     /// Key projection.
-    pub k: Conv2d<B>,
+    pub(crate) k: Conv2d<B>,
     /// Value projection.
-    pub v: Conv2d<B>,
+    pub(crate) v: Conv2d<B>,
     /// Output projection.
-    pub proj_out: Conv2d<B>,
+    pub(crate) proj_out: Conv2d<B>,
 }
 
 impl<B: Backend> AttnBlock<B> {
@@ -48,7 +48,7 @@ impl<B: Backend> AttnBlock<B> {
         let q = tokens(self.q.forward(normed.clone()));
         let k = tokens(self.k.forward(normed.clone()));
         let v = tokens(self.v.forward(normed));
-        let out = attention_in_f32(q, k, v, Default::default());
+        let out = attention_f32(q, k, v, None, Default::default());
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
         x + self.proj_out.forward(out)
     }

@@ -4,24 +4,20 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, ElementConversion, Tensor};
 
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
 use crate::tiling::run_tiled;
-use crate::{AutoEncoderConfig, Decoder, Encoder, Error, Result, Tiling};
+use crate::{AutoEncoderConfig, Error, Result, Tiling};
 
-/// The encoder and decoder as one module; parameter paths are the BFL `ae.safetensors` keys.
+/// FLUX's autoencoder (BFL `AutoEncoder`): latents are `scale * (z - shift)`. Parameter
+/// paths are the BFL `ae.safetensors` keys (`encoder.*`, `decoder.*`).
 #[derive(Module, Debug)]
-pub struct AutoEncoderModules<B: Backend> {
-    /// The encoder (`encoder.*`).
-    pub encoder: Encoder<B>,
-    /// The decoder (`decoder.*`).
-    pub decoder: Decoder<B>,
-}
-
-/// FLUX's autoencoder (BFL `AutoEncoder`): latents are `scale * (z - shift)`.
-#[derive(Debug)]
 pub struct AutoEncoder<B: Backend> {
     pub(crate) encoder: Encoder<B>,
     pub(crate) decoder: Decoder<B>,
+    #[module(skip)]
     pub(crate) config: AutoEncoderConfig,
+    #[module(skip)]
     pub(crate) tiling: Tiling,
 }
 
@@ -39,16 +35,6 @@ impl<B: Backend> AutoEncoder<B> {
         self.decoder.conv_in.weight.val().dtype()
     }
 
-    /// The encoder.
-    pub fn encoder(&self) -> &Encoder<B> {
-        &self.encoder
-    }
-
-    /// The decoder.
-    pub fn decoder(&self) -> &Decoder<B> {
-        &self.decoder
-    }
-
     /// The tiling policy (default: [`Tiling::default`]).
     pub fn tiling(&self) -> Tiling {
         self.tiling
@@ -59,15 +45,6 @@ impl<B: Backend> AutoEncoder<B> {
     pub fn with_tiling(mut self, tiling: Tiling) -> Self {
         self.tiling = tiling;
         self
-    }
-
-    pub(crate) fn from_modules(m: AutoEncoderModules<B>, config: AutoEncoderConfig) -> Self {
-        Self {
-            encoder: m.encoder,
-            decoder: m.decoder,
-            config,
-            tiling: Tiling::default(),
-        }
     }
 
     /// Encodes images to FLUX latents: the mode (mean) of the latent distribution,

@@ -2,7 +2,9 @@
 
 use burn::tensor::backend::Backend;
 
-use crate::{AutoEncoder, Decoder, Encoder, Error, Result, Tiling};
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
+use crate::{AutoEncoder, Error, Result, Tiling};
 
 /// Hyper-parameters of the FLUX autoencoder (BFL `AutoEncoderParams`).
 #[derive(Debug, Clone, PartialEq)]
@@ -100,15 +102,18 @@ impl AutoEncoderConfig {
 
     /// Builds the model; parameters stay uninitialised until loaded or first used.
     ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] when [`Self::validate`] fails.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<AutoEncoder<B>> {
-        self.validate()?;
-        Ok(AutoEncoder {
+    /// # Panics
+    /// If the config is invalid: a config that did not come from a preset or a checkpoint
+    /// should go through [`Self::validate`] first (the loaders do).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> AutoEncoder<B> {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        AutoEncoder {
             encoder: Encoder::new(self, device),
             decoder: Decoder::new(self, device),
             config: self.clone(),
             tiling: Tiling::default(),
-        })
+        }
     }
 }

@@ -15,9 +15,9 @@ use crate::sample::Upsample;
 #[derive(Module, Debug)]
 pub struct UpLevel<B: Backend> {
     /// The resnets.
-    pub block: Vec<ResnetBlock<B>>,
+    pub(crate) block: Vec<ResnetBlock<B>>,
     /// Doubles the resolution (absent on level 0).
-    pub upsample: Option<Upsample<B>>,
+    pub(crate) upsample: Option<Upsample<B>>,
 }
 
 /// BFL `Decoder`: `conv_in`, `mid`, levels `up.{i}` run from the last to the first,
@@ -25,15 +25,15 @@ pub struct UpLevel<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
     /// Latent to the widest channel count.
-    pub conv_in: Conv2d<B>,
+    pub(crate) conv_in: Conv2d<B>,
     /// The mid block.
-    pub mid: MidBlock<B>,
+    pub(crate) mid: MidBlock<B>,
     /// The levels, indexed like the encoder's (`up.0` is the full-resolution one, run last).
-    pub up: Vec<UpLevel<B>>,
+    pub(crate) up: Vec<UpLevel<B>>,
     /// Output norm.
-    pub norm_out: GroupNorm<B>,
+    pub(crate) norm_out: GroupNorm<B>,
     /// To image channels.
-    pub conv_out: Conv2d<B>,
+    pub(crate) conv_out: Conv2d<B>,
 }
 
 impl<B: Backend> Decoder<B> {

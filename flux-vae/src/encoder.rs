@@ -15,11 +15,11 @@ use crate::sample::Downsample;
 #[derive(Module, Debug)]
 pub struct MidBlock<B: Backend> {
     /// First resnet.
-    pub block_1: ResnetBlock<B>,
+    pub(crate) block_1: ResnetBlock<B>,
     /// Self-attention over the whole latent.
-    pub attn_1: AttnBlock<B>,
+    pub(crate) attn_1: AttnBlock<B>,
     /// Second resnet.
-    pub block_2: ResnetBlock<B>,
+    pub(crate) block_2: ResnetBlock<B>,
 }
 
 impl<B: Backend> MidBlock<B> {
@@ -43,24 +43,24 @@ impl<B: Backend> MidBlock<B> {
 #[derive(Module, Debug)]
 pub struct DownLevel<B: Backend> {
     /// The resnets.
-    pub block: Vec<ResnetBlock<B>>,
+    pub(crate) block: Vec<ResnetBlock<B>>,
     /// Halves the resolution (absent on the last level).
-    pub downsample: Option<Downsample<B>>,
+    pub(crate) downsample: Option<Downsample<B>>,
 }
 
 /// BFL `Encoder`: `conv_in`, levels `down.{i}`, `mid`, `norm_out`, swish, `conv_out`.
 #[derive(Module, Debug)]
 pub struct Encoder<B: Backend> {
     /// Image to `ch` channels.
-    pub conv_in: Conv2d<B>,
+    pub(crate) conv_in: Conv2d<B>,
     /// The levels, highest resolution first.
-    pub down: Vec<DownLevel<B>>,
+    pub(crate) down: Vec<DownLevel<B>>,
     /// The mid block.
-    pub mid: MidBlock<B>,
+    pub(crate) mid: MidBlock<B>,
     /// Output norm.
-    pub norm_out: GroupNorm<B>,
+    pub(crate) norm_out: GroupNorm<B>,
     /// To `2 * z_channels` moments.
-    pub conv_out: Conv2d<B>,
+    pub(crate) conv_out: Conv2d<B>,
 }
 
 impl<B: Backend> Encoder<B> {

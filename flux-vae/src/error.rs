@@ -1,27 +1,17 @@
 //! The error type of `flux-vae`.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong while loading or running the autoencoder.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Reading or matching the checkpoint failed (missing/unexpected keys, shapes, corrupt file).
+    /// Reading the checkpoint or its `config.json`, or matching it to the model (missing or
+    /// unexpected keys, shapes, corrupt files): the loading error every crate shares.
     #[error(transparent)]
-    Core(#[from] flux_core::Error),
+    Load(#[from] flux_io::Error),
 
     /// A configuration value is inconsistent (e.g. channels not divisible by the group count).
     #[error("invalid autoencoder config: {0}")]
     InvalidConfig(String),
-
-    /// The diffusers `config.json` next to the weights could not be read.
-    #[error("bad VAE config {path}: {reason}")]
-    BadConfigJson {
-        /// The `config.json` file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
 
     /// An image side is not a multiple of what the model needs.
     #[error(

@@ -2,7 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use image::{DynamicImage, RgbImage};
+use image::RgbImage;
 
 use crate::{Error, Result};
 
@@ -18,14 +18,6 @@ pub fn image_to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tens
         }
     }
     Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), device)
-}
-
-/// Any image (converted to 8-bit RGB) as a `[1, 3, h, w]` tensor in `[-1, 1]`.
-pub fn dynamic_image_to_tensor<B: Backend>(
-    image: &DynamicImage,
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    image_to_tensor(&image.to_rgb8(), device)
 }
 
 /// A batch of equally sized RGB images as `[b, 3, h, w]` in `[-1, 1]`.
@@ -50,7 +42,8 @@ pub fn images_to_tensor<B: Backend>(
     Ok(Tensor::cat(tensors, 0))
 }
 
-/// A `[b, 3, h, w]` tensor in `[-1, 1]` as RGB images: clamped, `(v + 1) * 127.5`, rounded.
+/// A `[b, 3, h, w]` tensor in `[-1, 1]` as RGB images, with diffusers' post-processing:
+/// `(x / 2 + 0.5).clamp(0, 1)`, then [`rgb8_images`].
 ///
 /// # Errors
 /// [`Error::BadInput`] when the tensor does not have 3 channels.
@@ -62,22 +55,38 @@ pub fn tensor_to_images<B: Backend>(tensor: Tensor<B, 4>) -> Result<Vec<RgbImage
             tensor.dims()
         )));
     }
-    let data = ((tensor.clamp(-1.0, 1.0) + 1.0) * 127.5)
+    let unit = (tensor / 2.0 + 0.5).clamp(0.0, 1.0).permute([0, 2, 3, 1]);
+    let values = unit
         .into_data()
-        .convert::<f32>();
-    let values = data
-        .as_slice::<f32>()
+        .convert::<f32>()
+        .into_vec::<f32>()
         .map_err(|e| Error::BadInput(format!("cannot read the image tensor: {e:?}")))?;
-    let (hw, plane) = (h * w, 3 * h * w);
-    Ok((0..b)
-        .map(|n| {
-            let base = n * plane;
-            RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                let i = base + y as usize * w + x as usize;
-                // Values are clamped to [0, 255] above, so the casts cannot wrap.
-                let px = |c: usize| values[i + c * hw].round() as u8;
-                image::Rgb([px(0), px(1), px(2)])
-            })
+    Ok(rgb8_images(&values, b, h, w))
+}
+
+/// Channels-last values in `[0, 1]`, `[batch, height, width, 3]` row-major, as 8-bit RGB
+/// images: `round(v · 255)` with ties to even, as diffusers' `numpy_to_pil` rounds (numpy's
+/// `round`). The one 8-bit quantiser of the workspace. Values outside `[0, 1]` saturate.
+///
+/// # Panics
+/// If `values` holds fewer than `batch · height · width · 3` values.
+pub fn rgb8_images(values: &[f32], batch: usize, height: usize, width: usize) -> Vec<RgbImage> {
+    let per_image = height * width * 3;
+    assert!(
+        values.len() >= batch * per_image,
+        "{} values cannot hold {batch} images of {height}x{width}",
+        values.len()
+    );
+    values
+        .chunks_exact(per_image)
+        .take(batch)
+        .map(|img| {
+            // `as u8` saturates, so out-of-range values clamp to 0 and 255.
+            let bytes = img
+                .iter()
+                .map(|v| (v * 255.0).round_ties_even() as u8)
+                .collect();
+            RgbImage::from_raw(width as u32, height as u32, bytes).expect("h * w * 3 values")
         })
-        .collect())
+        .collect()
 }

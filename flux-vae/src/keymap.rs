@@ -16,7 +16,7 @@
 //! diffusers stores the attention projections as `Linear` weights `[out, in]`; BFL as 1x1
 //! convolutions `[out, in, 1, 1]`: the loader reshapes shapes that differ only by size-1 axes.
 
-use flux_core::io::{KeyMap, Source, Weights};
+use flux_io::{KeyMap, Source, Weights};
 
 /// Renames of single path segments (BFL -> diffusers).
 const SEGMENTS: &[(&str, &str)] = &[
@@ -31,7 +31,7 @@ const SEGMENTS: &[(&str, &str)] = &[
 
 /// The BFL layout: module paths are the keys.
 #[derive(Debug, Clone, Copy)]
-pub struct BflKeys;
+pub(crate) struct BflKeys;
 
 impl KeyMap for BflKeys {
     fn source(&self, path: &str) -> Source {
@@ -41,9 +41,9 @@ impl KeyMap for BflKeys {
 
 /// The diffusers `AutoencoderKL` layout of a model with `levels` resolution levels.
 #[derive(Debug, Clone, Copy)]
-pub struct DiffusersKeys {
+pub(crate) struct DiffusersKeys {
     /// Number of levels (`len(block_out_channels)`), needed to reverse the decoder's.
-    pub levels: usize,
+    pub(crate) levels: usize,
 }
 
 impl DiffusersKeys {
@@ -102,7 +102,7 @@ impl KeyMap for DiffusersKeys {
 
 /// Which layout a checkpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// BFL `ae.safetensors`.
     Bfl,
     /// diffusers `AutoencoderKL`.

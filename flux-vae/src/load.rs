@@ -1,12 +1,10 @@
 //! Loading a checkpoint (BFL or diffusers layout) with its config inferred from shapes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, LoadOptions, Source, Weights, load_module};
 
-use crate::autoencoder::AutoEncoderModules;
 use crate::keymap::{BflKeys, DiffusersKeys, Layout};
 use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
 
@@ -19,22 +17,16 @@ use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
 /// group count are FLUX's ([`AutoEncoderConfig::flux`]).
 ///
 /// # Errors
-/// [`Error::Core`] for unreadable/corrupt files, missing or unexpected keys (all named) and
-/// shape mismatches; [`Error::BadConfigJson`]; [`Error::InvalidConfig`].
+/// [`Error::Load`] for unreadable/corrupt files or `config.json`, missing or unexpected keys
+/// (all named) and shape mismatches; [`Error::InvalidConfig`].
 pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<AutoEncoder<B>> {
-    load_with(path, device, LoadConfig::default())
+    load_with::<B>(path, device, LoadConfig::default())
 }
 
-/// Options of [`load_with`].
-#[derive(Debug, Clone, Default)]
-pub struct LoadConfig {
-    /// Use this config instead of inferring one (e.g. a group count the shapes cannot tell);
-    /// the shapes are still checked against the checkpoint.
-    pub config: Option<AutoEncoderConfig>,
-    /// Float dtype of the parameters (`F16`, `BF16` on backends that have them); `None`: the
-    /// device's default float dtype. See [`AutoEncoder::dtype`] for what stays in f32.
-    pub dtype: Option<DType>,
-}
+/// Options of [`load_with`]: an explicit config (e.g. a group count the shapes cannot tell;
+/// the shapes are still checked against the checkpoint) and the parameters' dtype (see
+/// [`AutoEncoder::dtype`] for what stays in f32).
+pub type LoadConfig = flux_io::LoadConfig<AutoEncoderConfig>;
 
 /// [`load`] with options.
 ///
@@ -45,62 +37,31 @@ pub fn load_with<B: Backend>(
     device: &B::Device,
     options: LoadConfig,
 ) -> Result<AutoEncoder<B>> {
-    let (weights, json) = open(path.as_ref())?;
-    let map = key_map(&weights);
+    let checkpoint = Checkpoint::open(path, Some("vae"))?;
+    let weights = checkpoint.weights();
+    let map = key_map(weights);
     let config = match options.config {
         Some(config) => config,
         None => {
-            let mut config = infer_config(&weights, map.as_ref())?;
-            if let Some(json) = json {
-                apply_config_json(&mut config, &json)?;
+            let mut config = infer_config(weights, map.as_ref())?;
+            if let Some(json) = checkpoint.config::<ConfigJson>()? {
+                json.apply(&mut config);
             }
             config
         }
     };
-    let model = config.init::<B>(device)?;
-    let modules = AutoEncoderModules {
-        encoder: model.encoder,
-        decoder: model.decoder,
-    };
-    let options = LoadOptions {
+    config.validate()?;
+    let load = LoadOptions {
         dtype: options.dtype,
         deny_unexpected: true,
     };
-    let modules = load_module(modules, &weights, map.as_ref(), device, options)?;
-    Ok(AutoEncoder::from_modules(modules, config))
-}
-
-/// Loads with an explicit config (e.g. a group count the shapes cannot tell); the shapes are
-/// still checked against the checkpoint.
-///
-/// # Errors
-/// As [`load`].
-pub fn load_with_config<B: Backend>(
-    path: impl AsRef<Path>,
-    config: &AutoEncoderConfig,
-    device: &B::Device,
-) -> Result<AutoEncoder<B>> {
-    let options = LoadConfig {
-        config: Some(config.clone()),
-        dtype: None,
-    };
-    load_with(path, device, options)
-}
-
-/// Opens the weights and finds a diffusers `config.json` next to them.
-fn open(path: &Path) -> Result<(Weights, Option<PathBuf>)> {
-    let dir = if path.join("vae").is_dir() {
-        path.join("vae")
-    } else {
-        path.to_path_buf()
-    };
-    let json = if dir.is_dir() {
-        Some(dir.join("config.json"))
-    } else {
-        dir.parent().map(|p| p.join("config.json"))
-    }
-    .filter(|p| p.is_file());
-    Ok((Weights::open(&dir)?, json))
+    Ok(load_module(
+        config.init::<B>(device),
+        weights,
+        map.as_ref(),
+        device,
+        load,
+    )?)
 }
 
 fn key_map(weights: &Weights) -> Box<dyn KeyMap> {
@@ -130,8 +91,8 @@ fn require(weights: &Weights, map: &dyn KeyMap, path: &str, rank: usize) -> Resu
         Source::Key(k) => k,
         other => return Err(Error::InvalidConfig(format!("unexpected source {other:?}"))),
     };
-    let s = shape(weights, map, path)
-        .ok_or_else(|| flux_core::Error::MissingKeys(vec![key.clone()]))?;
+    let s =
+        shape(weights, map, path).ok_or_else(|| flux_io::Error::MissingKeys(vec![key.clone()]))?;
     if s.len() != rank {
         return Err(Error::InvalidConfig(format!(
             "`{key}` has shape {s:?}; a rank-{rank} tensor was expected"
@@ -184,26 +145,18 @@ fn infer_config(weights: &Weights, map: &dyn KeyMap) -> Result<AutoEncoderConfig
     })
 }
 
-/// Reads `scaling_factor`, `shift_factor` and `norm_num_groups` from a diffusers config.
-fn apply_config_json(config: &mut AutoEncoderConfig, path: &Path) -> Result<()> {
-    let bad = |reason: String| Error::BadConfigJson {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let float = |name: &str| json.get(name).and_then(serde_json::Value::as_f64);
-    if let Some(v) = float("scaling_factor") {
-        config.scale_factor = v;
+/// What a diffusers `AutoencoderKL` `config.json` says beyond the shapes.
+#[derive(serde::Deserialize)]
+struct ConfigJson {
+    scaling_factor: Option<f64>,
+    shift_factor: Option<f64>,
+    norm_num_groups: Option<usize>,
+}
+
+impl ConfigJson {
+    fn apply(self, config: &mut AutoEncoderConfig) {
+        config.scale_factor = self.scaling_factor.unwrap_or(config.scale_factor);
+        config.shift_factor = self.shift_factor.unwrap_or(config.shift_factor);
+        config.norm_groups = self.norm_num_groups.unwrap_or(config.norm_groups);
     }
-    if let Some(v) = float("shift_factor") {
-        config.shift_factor = v;
-    }
-    if let Some(v) = json.get("norm_num_groups") {
-        let groups = v
-            .as_u64()
-            .ok_or_else(|| bad(format!("norm_num_groups {v} is not a positive integer")))?;
-        config.norm_groups = usize::try_from(groups).map_err(|e| bad(e.to_string()))?;
-    }
-    Ok(())
 }

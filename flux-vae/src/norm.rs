@@ -4,15 +4,15 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use flux_core::in_f32;
+use flux_io::ops::in_f32;
 
 /// GroupNorm with per-channel affine; fields named like PyTorch's (`weight`, `bias`).
 #[derive(Module, Debug)]
 pub struct GroupNorm<B: Backend> {
     /// Per-channel scale `[c]`.
-    pub weight: Param<Tensor<B, 1>>,
+    pub(crate) weight: Param<Tensor<B, 1>>,
     /// Per-channel shift `[c]`.
-    pub bias: Param<Tensor<B, 1>>,
+    pub(crate) bias: Param<Tensor<B, 1>>,
     groups: usize,
 }
 

@@ -25,15 +25,15 @@ pub(crate) fn conv1x1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -
 #[derive(Module, Debug)]
 pub struct ResnetBlock<B: Backend> {
     /// First norm.
-    pub norm1: GroupNorm<B>,
+    pub(crate) norm1: GroupNorm<B>,
     /// First 3x3 conv.
-    pub conv1: Conv2d<B>,
+    pub(crate) conv1: Conv2d<B>,
     /// Second norm.
-    pub norm2: GroupNorm<B>,
+    pub(crate) norm2: GroupNorm<B>,
     /// Second 3x3 conv.
-    pub conv2: Conv2d<B>,
+    pub(crate) conv2: Conv2d<B>,
     /// 1x1 projection of the skip path when `in != out`.
-    pub nin_shortcut: Option<Conv2d<B>>,
+    pub(crate) nin_shortcut: Option<Conv2d<B>>,
 }
 
 impl<B: Backend> ResnetBlock<B> {

@@ -11,7 +11,7 @@ use crate::resnet::conv3x3;
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
     /// The stride-2 conv.
-    pub conv: Conv2d<B>,
+    pub(crate) conv: Conv2d<B>,
 }
 
 impl<B: Backend> Downsample<B> {
@@ -46,7 +46,7 @@ fn pad_right_bottom<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 #[derive(Module, Debug)]
 pub struct Upsample<B: Backend> {
     /// The conv after upsampling.
-    pub conv: Conv2d<B>,
+    pub(crate) conv: Conv2d<B>,
 }
 
 impl<B: Backend> Upsample<B> {

@@ -1,24 +1,32 @@
-//! The facade's error: one variant per crate, wrapped with `#[from]`, plus the pipeline's own.
+//! The facade's error: the shared loading error, one variant per crate for the rest, and the
+//! pipeline's own. A crate's `Load` error arrives as [`Error::Load`] whichever model it came
+//! from (a missing T5 key and a missing transformer key read alike), and the sampler's
+//! cancellation as [`Error::Cancelled`].
 
 /// Any error of the FLUX pipeline.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Loading or running the transformer.
+    /// Reading a checkpoint, `config.json` or tokenizer file, or matching a checkpoint to its
+    /// model: missing or unexpected keys (named), shapes, corrupt files, unsupported dtypes.
     #[error(transparent)]
-    Core(#[from] flux_core::Error),
+    Load(#[from] flux_io::Error),
+
+    /// Running the transformer (bad inputs, an invalid config).
+    #[error(transparent)]
+    Core(flux_core::Error),
 
     /// Tokenizing or running the text encoders.
     #[error(transparent)]
-    Text(#[from] flux_text::Error),
+    Text(flux_text::Error),
 
-    /// Loading or running the autoencoder.
+    /// Running the autoencoder.
     #[error(transparent)]
-    Vae(#[from] flux_vae::Error),
+    Vae(flux_vae::Error),
 
     /// Schedule, noise or the sampler loop.
     #[error(transparent)]
-    Sampler(#[from] flux_sampler::Error),
+    Sampler(flux_sampler::Error),
 
     /// No weights were given to the builder.
     #[error("no weights given: call `model_dir`, `files` or `hub_repo` on the pipeline builder")]
@@ -59,6 +67,42 @@ pub enum Error {
     /// Writing or reading an output image failed.
     #[error("{0}")]
     Output(String),
+}
+
+impl From<flux_core::Error> for Error {
+    fn from(e: flux_core::Error) -> Self {
+        match e {
+            flux_core::Error::Load(e) => Self::Load(e),
+            e => Self::Core(e),
+        }
+    }
+}
+
+impl From<flux_text::Error> for Error {
+    fn from(e: flux_text::Error) -> Self {
+        match e {
+            flux_text::Error::Load(e) => Self::Load(e),
+            e => Self::Text(e),
+        }
+    }
+}
+
+impl From<flux_vae::Error> for Error {
+    fn from(e: flux_vae::Error) -> Self {
+        match e {
+            flux_vae::Error::Load(e) => Self::Load(e),
+            e => Self::Vae(e),
+        }
+    }
+}
+
+impl From<flux_sampler::Error> for Error {
+    fn from(e: flux_sampler::Error) -> Self {
+        match e {
+            flux_sampler::Error::Cancelled { .. } => Self::Cancelled,
+            e => Self::Sampler(e),
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -1,18 +1,18 @@
 //! FLUX.1 [dev] and [schnell] text-to-image inference on burn.
 //!
-//! This facade re-exports the workspace's crates — [`core`] (the transformer and checkpoint
-//! loading), [`text`] (T5 and CLIP), [`vae`] (the autoencoder), [`sampler`] (schedule, Euler,
-//! torch-compatible noise) — and owns [`Pipeline`], which ties them together the way diffusers'
+//! This facade re-exports the workspace's crates — [`core`] (the transformer), [`text`] (T5
+//! and CLIP), [`vae`] (the autoencoder), [`sampler`] (schedule, Euler, torch-compatible noise),
+//! [`io`] (checkpoint files, loading, the shared layers and CPU kernels) — and owns [`Pipeline`], which ties them together the way diffusers'
 //! `FluxPipeline` does: where the weights are ([`ModelFiles`], the Hugging Face Hub with the
 //! `hub` feature), what to generate ([`GenerateRequest`]), progress reports that can cancel,
 //! and PNG output that records how an image was made ([`save_png`]).
 //!
 //! ```no_run
-//! use burn::backend::NdArray;
+//! use burn::backend::Flex;
 //! use flux::{GenerateRequest, Pipeline};
 //!
 //! # fn main() -> flux::Result<()> {
-//! let pipeline = Pipeline::<NdArray>::builder().model_dir("FLUX.1-schnell").build()?;
+//! let pipeline = Pipeline::<Flex>::builder().model_dir("FLUX.1-schnell").build()?;
 //! let images = pipeline.generate(&GenerateRequest::new("a cat in a tiny hat").with_seed(42))?;
 //! images[0].save("cat.png").expect("writable");
 //! # Ok(())
@@ -20,6 +20,7 @@
 //! ```
 
 pub use flux_core as core;
+pub use flux_io as io;
 pub use flux_sampler as sampler;
 pub use flux_text as text;
 pub use flux_vae as vae;
@@ -29,6 +30,7 @@ mod files;
 #[cfg(feature = "hub")]
 pub mod hub;
 mod kind;
+mod memory;
 mod pipeline;
 mod png;
 mod request;
@@ -36,6 +38,7 @@ mod request;
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
 pub use kind::ModelKind;
-pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, to_rgb8};
+pub use memory::{MemoryPlan, ModelSizes};
+pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, Resolved};
 pub use png::{ImageMetadata, read_png_text, save_png};
-pub use request::{Control, GenerateRequest, Progress, Stage};
+pub use request::{GenerateRequest, Progress, Stage};

@@ -2,9 +2,13 @@
 
 mod denoise;
 mod plan;
+
+pub use plan::Resolved;
 mod text;
 mod vae;
 
+use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,7 +20,7 @@ use flux_vae::AutoEncoder;
 use image::RgbImage;
 
 use crate::files::{ClipTokenizerFiles, ModelFiles};
-use crate::request::{Control, GenerateRequest, Progress, Stage};
+use crate::request::{GenerateRequest, Progress, Stage};
 use crate::{Error, ModelKind, Result};
 
 /// CLIP's context length.
@@ -240,20 +244,21 @@ impl<B: Backend> Pipeline<B> {
     /// [`Error::BadRequest`] for invalid requests (empty prompt, size not a multiple of 16,
     /// zero steps, ...), and any model error.
     pub fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbImage>> {
-        self.generate_with_progress(request, |_| Control::Continue)
+        self.generate_with_progress(request, |_| ControlFlow::Continue(()))
     }
 
-    /// [`Pipeline::generate`] reporting progress; the callback can cancel.
+    /// [`Pipeline::generate`] reporting progress; the callback returns
+    /// [`ControlFlow::Break`] to cancel.
     ///
     /// # Errors
     /// As [`Pipeline::generate`], plus [`Error::Cancelled`].
     pub fn generate_with_progress(
         &self,
         request: &GenerateRequest,
-        on_progress: impl FnMut(Progress) -> Control,
+        on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
         let values = self.generate_float_with_progress(request, on_progress)?;
-        Ok(to_rgb8(
+        Ok(flux_vae::rgb8_images(
             &values,
             request.batch_size(),
             request.height,
@@ -268,25 +273,28 @@ impl<B: Backend> Pipeline<B> {
     pub fn generate_float_with_progress(
         &self,
         request: &GenerateRequest,
-        mut on_progress: impl FnMut(Progress) -> Control,
+        mut on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<f32>> {
         let start = Instant::now();
-        let mut report = |stage, step, total| match on_progress(Progress {
-            stage,
-            step,
-            total,
-            elapsed: start.elapsed(),
-        }) {
-            Control::Continue => Ok(()),
-            Control::Cancel => Err(Error::Cancelled),
+        let mut report = |stage, step, total| {
+            let progress = Progress {
+                stage,
+                step,
+                total,
+                elapsed: start.elapsed(),
+            };
+            match on_progress(progress) {
+                ControlFlow::Continue(()) => Ok(()),
+                ControlFlow::Break(()) => Err(Error::Cancelled),
+            }
         };
-        let plan = self.plan(request)?;
+        let resolved = self.resolve(request)?;
 
         report(Stage::Encoding, 0, 1)?;
         let (txt, pooled) = self.encode_prompts(request)?;
         report(Stage::Encoding, 1, 1)?;
 
-        let latents = self.denoise(request, &plan, txt, pooled, &mut report)?;
+        let latents = self.denoise(request, &resolved, txt, pooled, &mut report)?;
 
         report(Stage::Decoding, 0, 1)?;
         let images = self.decode(latents)?;
@@ -295,28 +303,24 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// Generates the request's images as diffusers' `output_type="np"` does: floats in [0, 1],
-    /// `[b, height, width, 3]` row-major (see [`to_rgb8`]).
+    /// `[b, height, width, 3]` row-major (quantised to 8 bits by [`flux_vae::rgb8_images`]).
     ///
     /// # Errors
     /// As [`Pipeline::generate`].
     pub fn generate_float(&self, request: &GenerateRequest) -> Result<Vec<f32>> {
-        self.generate_float_with_progress(request, |_| Control::Continue)
+        self.generate_float_with_progress(request, |_| ControlFlow::Continue(()))
     }
-}
 
-/// Quantises float images `[b, h, w, 3]` in [0, 1] to 8-bit like diffusers' `numpy_to_pil`:
-/// `round(x * 255)`, ties to even.
-pub fn to_rgb8(values: &[f32], batch: usize, height: usize, width: usize) -> Vec<RgbImage> {
-    let per_image = height * width * 3;
-    values
-        .chunks_exact(per_image)
-        .take(batch)
-        .map(|img| {
-            let bytes = img
-                .iter()
-                .map(|v| (v * 255.0).round_ties_even() as u8)
-                .collect();
-            RgbImage::from_raw(width as u32, height as u32, bytes).expect("h * w * 3 values")
-        })
-        .collect()
+    /// A model: borrowed when resident, loaded for this call when sequential (and dropped by
+    /// the caller when done with it).
+    fn model<'a, T: Clone>(
+        &'a self,
+        resident: impl FnOnce(&'a Models<B>) -> &'a T,
+        load: impl FnOnce(&Self) -> Result<T>,
+    ) -> Result<Cow<'a, T>> {
+        match &self.resident {
+            Some(models) => Ok(Cow::Borrowed(resident(models))),
+            None => load(self).map(Cow::Owned),
+        }
+    }
 }

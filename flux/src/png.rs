@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::{Error, Result};
+use crate::{Error, Resolved, Result};
 
 /// The parameters written into a PNG's text chunks.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,20 @@ pub struct ImageMetadata {
 }
 
 impl ImageMetadata {
+    /// The metadata of an image made from `prompt` with the settings `resolved` (what
+    /// [`crate::Pipeline::resolve`] returns for the request).
+    pub fn new(prompt: &str, resolved: &Resolved) -> Self {
+        Self {
+            prompt: prompt.to_string(),
+            seed: resolved.seed,
+            steps: resolved.steps,
+            guidance: resolved.guidance,
+            model: resolved.model.name().into(),
+            width: resolved.width as u32,
+            height: resolved.height as u32,
+        }
+    }
+
     /// Keyword/value pairs, in the order they are written.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let mut entries = vec![

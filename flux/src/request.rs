@@ -135,12 +135,3 @@ pub struct Progress {
     /// Time since the call began.
     pub elapsed: Duration,
 }
-
-/// A progress callback's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Go on.
-    Continue,
-    /// Stop: `generate` returns [`crate::Error::Cancelled`].
-    Cancel,
-}

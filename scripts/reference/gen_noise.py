@@ -13,7 +13,7 @@ Keys (values in the dtype torch produced; the Rust tests compare bit patterns):
   seq.<i>                                   successive draws from one generator (seed 3)
   rare.s<seed>.n<n>                         last 16 values of draws whose final block holds a uniform
                                             of exactly 0 (u1 = 1: radius 0; u2 = 0: angle 0)
-Run from the repository root: /work/venv/bin/python scripts/reference/gen_noise.py
+Run from the repository root: .venv/bin/python scripts/reference/gen_noise.py
 """
 
 import hashlib

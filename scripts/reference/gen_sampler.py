@@ -8,7 +8,7 @@ Writes flux-sampler/tests/fixtures/sampler.safetensors:
   diffusers_timesteps.n<steps>.seq<len>   the scheduler's `timesteps` (f32, steps)
   euler.x / .v / .out                     one `scheduler.step` in f32 (sigmas from diffusers.n4.seq4096,
                                           from step 1 to 2), inputs and output
-Run from the repository root: /work/venv/bin/python scripts/reference/gen_sampler.py
+Run from the repository root: .venv/bin/python scripts/reference/gen_sampler.py
 """
 
 import math

@@ -22,7 +22,7 @@ Writes flux-text/tests/fixtures/:
                          transformers' T5Tokenizer
   tokenizers/expected.json  prompts and the ids transformers (and sentencepiece / open_clip) give
 
-Run from the repository root: /work/venv/bin/python scripts/reference/gen_text.py
+Run from the repository root: .venv/bin/python scripts/reference/gen_text.py
 """
 
 import gzip

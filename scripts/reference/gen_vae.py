@@ -18,7 +18,7 @@ attention, 4 blocks of 2 resnets, scale 0.3611, shift 0.1159) at tiny width: blo
 The BFL layout is derived from the diffusers state dict by the inverse of diffusers'
 `convert_ldm_vae_checkpoint`, and checked by a round trip through that converter.
 
-Run from the repository root: /work/venv/bin/python scripts/reference/gen_vae.py
+Run from the repository root: .venv/bin/python scripts/reference/gen_vae.py
 """
 
 import json

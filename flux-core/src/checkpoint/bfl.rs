@@ -2,7 +2,7 @@
 //! `model.diffusion_model.`). Module field names already are BFL's keys, except where Python
 //! used indices or capitals that Rust field names cannot hold.
 
-use crate::io::{KeyMap, Source};
+use flux_io::{KeyMap, Source};
 
 /// Field-name fixes from our module paths to BFL's keys.
 const RENAMES: &[(&str, &str)] = &[

@@ -4,7 +4,7 @@
 //! (`convert_flux_transformer_checkpoint_to_diffusers`) in the other direction.
 
 use super::bfl::bfl_key;
-use crate::io::{KeyMap, Source};
+use flux_io::{KeyMap, Source};
 
 /// Modules outside the blocks: BFL module -> diffusers module.
 const GLOBAL: &[(&str, &str)] = &[

@@ -1,9 +1,8 @@
 //! Inferring [`FluxConfig`] from tensor shapes (and diffusers' `config.json` where present).
 
-use std::path::Path;
+use flux_io::{Checkpoint, Source, Weights};
 
 use super::CheckpointLayout;
-use crate::io::{Source, Weights};
 use crate::{Error, FluxConfig, Result};
 
 /// The stored shape behind a BFL-named parameter, following the layout's key table
@@ -25,27 +24,30 @@ fn shape(weights: &Weights, layout: &CheckpointLayout, path: &str) -> Option<Vec
 /// Infers the config of the FLUX transformer in `weights`.
 ///
 /// Widths, depths, head count (from the q/k norm width), MLP ratio, qkv bias and guidance are
-/// read from tensor shapes. The RoPE split cannot be: it is taken from `config_json`
-/// (`axes_dims_rope`) when given, else the released models' proportions (hd/8, 7hd/16, 7hd/16).
+/// read from tensor shapes. The RoPE split cannot be: it is taken from the checkpoint's
+/// `config.json` (`axes_dims_rope`) when it has one, else the released models' proportions (hd/8, 7hd/16, 7hd/16).
 ///
 /// # Errors
 /// [`Error::MissingKeys`] when a tensor needed for inference is absent,
 /// [`Error::InvalidConfig`] when the shapes are inconsistent or no RoPE split fits.
-pub fn infer_config(
+pub(crate) fn infer_config(
     weights: &Weights,
     layout: &CheckpointLayout,
-    config_json: Option<&Path>,
+    checkpoint: &Checkpoint,
 ) -> Result<FluxConfig> {
     let need = |path: &str| {
-        shape(weights, layout, path).ok_or_else(|| Error::MissingKeys(vec![path.to_string()]))
+        shape(weights, layout, path)
+            .ok_or_else(|| flux_io::Error::MissingKeys(vec![path.to_string()]))
     };
     let dims2 = |path: &str| -> Result<[usize; 2]> {
         let s = need(path)?;
-        <[usize; 2]>::try_from(s.clone()).map_err(|_| Error::ShapeMismatch {
-            key: path.to_string(),
-            expected: vec![0, 0],
-            found: s,
-        })
+        Ok(
+            <[usize; 2]>::try_from(s.clone()).map_err(|_| flux_io::Error::ShapeMismatch {
+                key: path.to_string(),
+                expected: vec![0, 0],
+                found: s,
+            })?,
+        )
     };
     let [hidden, in_channels] = dims2("img_in.weight")?;
     let [_, context_in_dim] = dims2("txt_in.weight")?;
@@ -80,7 +82,7 @@ pub fn infer_config(
         true
     };
     let guidance_embed = shape(weights, layout, "guidance_in.in_layer.weight").is_some();
-    let axes_dim = match config_json.map(read_axes).transpose()?.flatten() {
+    let axes_dim = match read_axes(checkpoint)? {
         Some(axes) => axes,
         None => FluxConfig::default_axes_dim(head_dim).ok_or_else(|| {
             Error::InvalidConfig(format!(
@@ -107,18 +109,11 @@ pub fn infer_config(
     Ok(config)
 }
 
-/// `axes_dims_rope` from a diffusers transformer `config.json`.
-fn read_axes(path: &Path) -> Result<Option<[usize; 3]>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::InvalidConfig(format!("{}: not valid JSON: {e}", path.display())))?;
-    let Some(axes) = json.get("axes_dims_rope") else {
-        return Ok(None);
-    };
-    serde_json::from_value::<[usize; 3]>(axes.clone())
-        .map(Some)
-        .map_err(|e| Error::InvalidConfig(format!("{}: bad axes_dims_rope: {e}", path.display())))
+/// `axes_dims_rope` from a diffusers transformer `config.json`, when there is one.
+fn read_axes(checkpoint: &Checkpoint) -> Result<Option<[usize; 3]>> {
+    #[derive(serde::Deserialize)]
+    struct Axes {
+        axes_dims_rope: Option<[usize; 3]>,
+    }
+    Ok(checkpoint.config::<Axes>()?.and_then(|a| a.axes_dims_rope))
 }

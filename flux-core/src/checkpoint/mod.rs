@@ -4,18 +4,18 @@ mod bfl;
 mod diffusers;
 mod infer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
+use flux_io::{Checkpoint, HostParams, KeyMap, LoadOptions, Loader, Weights, load_module};
 
-use crate::io::{KeyMap, LoadOptions, Loader, Weights, load_module};
-use crate::offload::HostParams;
-use crate::{Error, Flux, FluxConfig, Result};
+use crate::blocks::{Blocks, HostBlocks};
+use crate::{Flux, FluxConfig, Result};
 use bfl::BflKeys;
 use diffusers::DiffusersKeys;
-pub use infer::infer_config;
+use infer::infer_config;
 
 /// The key layouts a FLUX transformer checkpoint comes in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +34,14 @@ impl CheckpointLayout {
     /// Recognises the layout from the stored keys.
     ///
     /// # Errors
-    /// [`Error::UnknownLayout`] listing a few of the keys found.
-    pub fn detect(weights: &Weights) -> Result<Self> {
+    /// [`flux_io::Error::UnknownLayout`] listing a few of the keys found.
+    pub fn detect(weights: &Weights) -> flux_io::Result<Self> {
         const COMFY: &str = "model.diffusion_model.";
+        if let Some(arch) = weights.gguf_architecture().filter(|a| *a != "flux") {
+            return Err(flux_io::Error::UnknownLayout(format!(
+                "a GGUF file of architecture `{arch}`, not a FLUX transformer (`flux`)"
+            )));
+        }
         if weights.contains(&format!("{COMFY}img_in.weight")) {
             return Ok(Self::Bfl {
                 prefix: COMFY.into(),
@@ -51,7 +56,7 @@ impl CheckpointLayout {
             return Ok(Self::Diffusers);
         }
         let sample: Vec<&str> = weights.keys().take(8).collect();
-        Err(Error::UnknownLayout(format!(
+        Err(flux_io::Error::UnknownLayout(format!(
             "no `img_in.weight` (BFL), `model.diffusion_model.img_in.weight` (ComfyUI) or \
              `x_embedder.weight` (diffusers) among {} tensors; first keys: {sample:?}",
             weights.len()
@@ -82,10 +87,11 @@ pub struct LoadConfig {
     pub offload_blocks: bool,
 }
 
-/// Loads a FLUX transformer: a `.safetensors` file, or a folder (diffusers `transformer/` with
-/// shards and index, or a whole diffusers pipeline folder holding `transformer/`). BFL,
-/// ComfyUI and diffusers key layouts; f32, f16, bf16 and fp8 (e4m3fn, e5m2, ComfyUI scaled)
-/// stored; the config is inferred from the tensor shapes (and `config.json` when present).
+/// Loads a FLUX transformer: a `.safetensors` file, a `.gguf` file (city96's and
+/// stable-diffusion.cpp's quantized FLUX files, dequantized to the parameters' dtype as they
+/// load), or a folder (diffusers `transformer/` with shards and index, or a whole diffusers
+/// pipeline folder holding `transformer/`). BFL, ComfyUI and diffusers key layouts; f32, f16,
+/// bf16, fp8 (e4m3fn, e5m2, ComfyUI scaled) and the GGUF block types stored; the config is inferred from the tensor shapes (and `config.json` when present).
 /// Tensors are read one at a time from memory-mapped files.
 ///
 /// # Errors
@@ -104,14 +110,17 @@ pub fn load_with<B: Backend>(
     device: &B::Device,
     options: LoadConfig,
 ) -> Result<Flux<B>> {
-    let path = resolve(path.as_ref());
-    let weights = Weights::open(&path)?;
-    let layout = CheckpointLayout::detect(&weights)?;
+    let checkpoint = Checkpoint::open(path, Some("transformer"))?;
+    let weights = checkpoint.weights();
+    let layout = CheckpointLayout::detect(weights)?;
     let config = match options.config {
-        Some(config) => config,
-        None => infer_config(&weights, &layout, config_json(&path).as_deref())?,
+        Some(config) => {
+            config.validate()?;
+            config
+        }
+        None => infer_config(weights, &layout, &checkpoint)?,
     };
-    let mut model = config.try_init::<B>(device)?;
+    let mut model = config.init::<B>(device);
     let offload = options.offload_blocks;
     let options = LoadOptions {
         dtype: options.dtype,
@@ -119,16 +128,26 @@ pub fn load_with<B: Backend>(
     };
     let map = layout.key_map();
     if !offload {
-        return load_module(model, &weights, map.as_ref(), device, options);
+        return Ok(load_module(model, weights, map.as_ref(), device, options)?);
     }
-    let mut loader = Loader::new(&weights, map.as_ref(), device, options);
-    let double = std::mem::take(&mut model.double_blocks);
-    let single = std::mem::take(&mut model.single_blocks);
-    let model = loader.load(model, &[]);
-    let double = load_to_host(&mut loader, double, "double_blocks");
-    let single = load_to_host(&mut loader, single, "single_blocks");
+    // Offloaded: everything but the blocks on the device, then each block read onto the device
+    // and moved to host memory before the next, so the device never holds more than one.
+    let mut loader = Loader::new(weights, map.as_ref(), device, options);
+    let double = take_resident(&mut model.double_blocks);
+    let single = take_resident(&mut model.single_blocks);
+    let mut model = loader.load(model, &[]);
+    model.double_blocks = load_to_host(&mut loader, double, "double_blocks");
+    model.single_blocks = load_to_host(&mut loader, single, "single_blocks");
     loader.finish()?;
-    Ok(model.with_offloaded_blocks(double, single))
+    Ok(model)
+}
+
+/// The resident blocks of a freshly built model, leaving an empty offloaded stack.
+fn take_resident<B: Backend, M: Module<B>>(blocks: &mut Blocks<B, M>) -> Vec<M> {
+    match std::mem::replace(blocks, Blocks::Offloaded(HostBlocks::new(Vec::new()))) {
+        Blocks::Resident(blocks) => blocks,
+        Blocks::Offloaded(_) => Vec::new(),
+    }
 }
 
 /// Loads each block of the list `name` and moves it to host memory before the next. Every
@@ -138,7 +157,7 @@ fn load_to_host<B: Backend, M: Module<B>>(
     loader: &mut Loader<'_, B>,
     blocks: Vec<M>,
     name: &str,
-) -> Vec<HostParams> {
+) -> Blocks<B, M> {
     let mut host = Vec::with_capacity(blocks.len());
     for (i, block) in blocks.into_iter().enumerate() {
         let block = loader.load(block, &[name, &i.to_string()]);
@@ -146,7 +165,7 @@ fn load_to_host<B: Backend, M: Module<B>>(
             host.push(HostParams::from_module(block));
         }
     }
-    host
+    Blocks::Offloaded(HostBlocks::new(host))
 }
 
 /// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to
@@ -155,25 +174,7 @@ fn load_to_host<B: Backend, M: Module<B>>(
 /// # Errors
 /// As [`load`], short of the weights themselves.
 pub fn read_config(path: impl AsRef<Path>) -> Result<FluxConfig> {
-    let path = resolve(path.as_ref());
-    let weights = Weights::open(&path)?;
-    let layout = CheckpointLayout::detect(&weights)?;
-    infer_config(&weights, &layout, config_json(&path).as_deref())
-}
-
-/// A pipeline folder stands for its `transformer/` subfolder.
-fn resolve(path: &Path) -> PathBuf {
-    let sub = path.join("transformer");
-    if path.is_dir() && sub.is_dir() {
-        sub
-    } else {
-        path.to_path_buf()
-    }
-}
-
-/// The diffusers `config.json` beside the weights, if there is one.
-fn config_json(path: &Path) -> Option<PathBuf> {
-    let dir = if path.is_dir() { path } else { path.parent()? };
-    let file = dir.join("config.json");
-    file.is_file().then_some(file)
+    let checkpoint = Checkpoint::open(path, Some("transformer"))?;
+    let layout = CheckpointLayout::detect(checkpoint.weights())?;
+    infer_config(checkpoint.weights(), &layout, &checkpoint)
 }

@@ -3,8 +3,8 @@
 use crate::common::fixture;
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use flux_core::io::Weights;
-use flux_core::{CheckpointLayout, FluxConfig, infer_config};
+use flux_core::{CheckpointLayout, FluxConfig, read_config};
+use flux_io::Weights;
 
 type B = NdArray<f32>;
 
@@ -64,13 +64,20 @@ fn rope_axes_come_from_config_json() {
     let weights = Weights::open(&path).unwrap();
     let layout = CheckpointLayout::detect(&weights).unwrap();
     assert_eq!(layout, CheckpointLayout::Diffusers);
-    let config = infer_config(&weights, &layout, Some(&path.join("config.json"))).unwrap();
+    let config = read_config(&path).unwrap();
     assert_eq!(
         (config.num_heads, config.depth, config.axes_dim),
         (4, 2, [4, 6, 6])
     );
     // Without config.json, head dim 16 has no standard split: a clear error, not a guess.
-    let err = infer_config(&weights, &layout, None).unwrap_err();
+    let bare = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let entry = entry.unwrap().path();
+        if entry.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::copy(&entry, bare.path().join(entry.file_name().unwrap())).unwrap();
+        }
+    }
+    let err = read_config(bare.path()).unwrap_err();
     assert!(
         err.to_string()
             .contains("cannot infer the RoPE axes for head dimension 16"),

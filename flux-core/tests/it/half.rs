@@ -10,7 +10,7 @@ use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::Flex;
 use burn::tensor::DType;
 use flux_core::LoadConfig;
-use flux_core::io::Weights;
+use flux_io::Weights;
 
 fn half_error(dtype: DType) -> f32 {
     let device = Default::default();

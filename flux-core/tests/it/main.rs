@@ -6,6 +6,7 @@ mod common;
 
 mod config;
 mod errors;
+mod gguf;
 mod half;
 mod offload;
 mod parity;

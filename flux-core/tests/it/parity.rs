@@ -4,7 +4,7 @@
 use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
-use flux_core::io::Weights;
+use flux_io::Weights;
 
 /// The bar for f32 computation on f32 (or exactly representable) weights.
 const F32_TOL: f32 = 1e-4;

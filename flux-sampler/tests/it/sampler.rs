@@ -4,9 +4,7 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use flux_sampler::{
-    Denoised, Error, Schedule, ScheduleKind, Shift, Step, denoise, euler_step, schedule,
-};
+use flux_sampler::{Error, Schedule, ScheduleKind, Shift, Step, denoise, euler_step, schedule};
 use safetensors::SafeTensors;
 
 const CASES: [(usize, usize); 9] = [
@@ -137,8 +135,6 @@ fn denoise_integrates_a_constant_flow_exactly() {
         progress.push((step.index, step.total));
         ControlFlow::Continue(())
     })
-    .unwrap()
-    .finished()
     .unwrap();
     assert_eq!(seen, s.sigmas()[..5].to_vec());
     assert_eq!(progress, (0..5).map(|i| (i, 5)).collect::<Vec<_>>());
@@ -164,8 +160,14 @@ fn denoise_can_be_cancelled_and_checks_shapes() {
             ControlFlow::Continue(())
         }
     })
-    .unwrap();
-    assert!(matches!(run, Denoised::Cancelled { completed: 2, .. }));
+    .unwrap_err();
+    assert_eq!(
+        run,
+        Error::Cancelled {
+            completed: 2,
+            total: 4
+        }
+    );
     assert_eq!(calls, 2);
 
     let mut wrong = |_: &Tensor<B, 3>, _: &Step| -> Result<Tensor<B, 3>, Error> {

@@ -1,10 +1,9 @@
 //! CLIP text-tower hyper-parameters: presets, `config.json`, inference from tensor shapes.
 
-use flux_core::io::Weights;
+use flux_io::Weights;
 use serde::Deserialize;
 
 use super::load::is_prefixed;
-use crate::source::{count_layers, shape};
 use crate::{Error, Result};
 
 /// Hyper-parameters of a CLIP text transformer (names as in transformers' `CLIPTextConfig`).
@@ -95,7 +94,7 @@ impl ClipConfig {
             self.max_position_embeddings,
         ];
         if sizes.contains(&0) || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidConfig(format!(
                 "CLIP sizes must be positive and hidden_size divisible by the heads: {self:?}"
             )));
         }
@@ -114,14 +113,15 @@ impl ClipConfig {
         } else {
             ""
         };
-        let get = |key: &str| -> Result<Vec<usize>> { shape(weights, &format!("{prefix}{key}")) };
+        let get =
+            |key: &str| -> Result<Vec<usize>> { Ok(weights.shape(&format!("{prefix}{key}"))?) };
         let token = get("embeddings.token_embedding.weight")?;
         let position = get("embeddings.position_embedding.weight")?;
         let fc1 = get("encoder.layers.0.mlp.fc1.weight")?;
         let (&[vocab_size, hidden_size], &[max_position_embeddings, _], &[intermediate_size, _]) =
             (token.as_slice(), position.as_slice(), fc1.as_slice())
         else {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidConfig(format!(
                 "CLIP embedding / fc1 shapes {token:?}, {position:?}, {fc1:?} are not 2-D"
             )));
         };
@@ -129,7 +129,7 @@ impl ClipConfig {
             vocab_size,
             hidden_size,
             intermediate_size,
-            num_hidden_layers: count_layers(weights, &format!("{prefix}encoder.layers.")),
+            num_hidden_layers: weights.count_indexed(&format!("{prefix}encoder.layers.")),
             num_attention_heads: (hidden_size / 64).max(1),
             max_position_embeddings,
             ..Self::vit_l_14()

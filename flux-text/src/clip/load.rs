@@ -3,13 +3,11 @@
 
 use std::path::Path;
 
-use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, LoadConfig, LoadOptions, Source, Weights, load_module};
 
 use super::{ClipConfig, ClipTextEncoder};
-use crate::source::open;
-use crate::{Error, Result};
+use crate::Result;
 
 /// burn's LayerNorm names its parameters `gamma` / `beta`; everything else matches, up to the
 /// `text_model.` prefix, which the FLUX.1 repository and ComfyUI files have and transformers 5's
@@ -49,10 +47,11 @@ impl KeyMap for ClipKeys {
     }
 }
 
-/// Loads the CLIP text encoder from a `.safetensors` file or an HF folder.
+/// Loads the CLIP text encoder from a `.safetensors` file, an HF folder, or a FLUX.1 pipeline
+/// folder (its `text_encoder/`).
 ///
 /// The config comes from `config.json` (a `CLIPTextConfig`, or a `CLIPConfig`'s `text_config`)
-/// when the folder has one, from the tensor shapes otherwise ([`ClipConfig::infer`]).
+/// when there is one, from the tensor shapes otherwise ([`ClipConfig::infer`]).
 ///
 /// # Errors
 /// As [`crate::load_t5`].
@@ -60,7 +59,7 @@ pub fn load_clip<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<ClipTextEncoder<B>> {
-    load_clip_with(path, device, None, None)
+    load_clip_with(path, device, LoadConfig::default())
 }
 
 /// [`load_clip`] with an explicit config and/or parameter dtype (`None`: device default).
@@ -70,34 +69,42 @@ pub fn load_clip<B: Backend>(
 pub fn load_clip_with<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
-    config: Option<ClipConfig>,
-    dtype: Option<DType>,
+    options: LoadConfig<ClipConfig>,
 ) -> Result<ClipTextEncoder<B>> {
-    let checkpoint = open::<serde_json::Value>(path.as_ref())?;
-    let config = match (config, checkpoint.config) {
-        (Some(config), _) => config,
-        (None, Some(json)) => {
-            let json = json.get("text_config").cloned().unwrap_or(json);
-            serde_json::from_value(json).map_err(|e| {
-                Error::Config(format!("{}/config.json: {e}", checkpoint.path.display()))
-            })?
-        }
-        (None, None) => ClipConfig::infer(&checkpoint.weights)?,
+    let checkpoint = Checkpoint::open(path, Some("text_encoder"))?;
+    let weights = checkpoint.weights();
+    let config = match options.config {
+        Some(config) => config,
+        None => match checkpoint.config::<serde_json::Value>()? {
+            Some(json) => text_config(json, &checkpoint)?,
+            None => ClipConfig::infer(weights)?,
+        },
     };
     config.validate()?;
     let keys = ClipKeys {
-        prefixed: is_prefixed(&checkpoint.weights),
+        prefixed: is_prefixed(weights),
     };
-    let options = LoadOptions {
-        dtype,
+    let load = LoadOptions {
+        dtype: options.dtype,
         deny_unexpected: true,
     };
-    let model = load_module(
+    Ok(load_module(
         config.init::<B>(device),
-        &checkpoint.weights,
+        weights,
         &keys,
         device,
-        options,
-    )?;
-    Ok(model)
+        load,
+    )?)
+}
+
+/// A `CLIPTextConfig`, or a `CLIPConfig`'s `text_config`.
+fn text_config(json: serde_json::Value, checkpoint: &Checkpoint) -> Result<ClipConfig> {
+    let json = json.get("text_config").cloned().unwrap_or(json);
+    serde_json::from_value(json).map_err(|e| {
+        flux_io::Error::BadConfig {
+            path: checkpoint.config_path().unwrap_or(checkpoint.path()).into(),
+            reason: e.to_string(),
+        }
+        .into()
+    })
 }

@@ -6,7 +6,4 @@ mod model;
 
 pub use config::ClipConfig;
 pub use load::{load_clip, load_clip_with};
-pub use model::{
-    ClipAttention, ClipEmbeddings, ClipEncoder, ClipEncoderLayer, ClipMlp, ClipOutput,
-    ClipTextEncoder, ClipTextTransformer, eos_position,
-};
+pub use model::{ClipOutput, ClipTextEncoder};

@@ -2,12 +2,13 @@
 //! encoder layers, final norm, EOS pooling.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Int, Tensor};
-use flux_core::{attention_in_f32, in_f32};
+use flux_io::nn::Linear;
+use flux_io::ops::{attention_f32, in_f32, quick_gelu};
 
 use super::ClipConfig;
 use crate::t5::check_ids;
@@ -17,22 +18,22 @@ use crate::{Error, Result};
 #[derive(Module, Debug)]
 pub struct ClipEmbeddings<B: Backend> {
     /// `[vocab, hidden]`.
-    pub token_embedding: Embedding<B>,
+    pub(crate) token_embedding: Embedding<B>,
     /// `[max_positions, hidden]`.
-    pub position_embedding: Embedding<B>,
+    pub(crate) position_embedding: Embedding<B>,
 }
 
 /// Multi-head causal self-attention with biases, scores scaled by `head_dim^-0.5`.
 #[derive(Module, Debug)]
 pub struct ClipAttention<B: Backend> {
     /// Query projection.
-    pub q_proj: Linear<B>,
+    pub(crate) q_proj: Linear<B>,
     /// Key projection.
-    pub k_proj: Linear<B>,
+    pub(crate) k_proj: Linear<B>,
     /// Value projection.
-    pub v_proj: Linear<B>,
+    pub(crate) v_proj: Linear<B>,
     /// Output projection.
-    pub out_proj: Linear<B>,
+    pub(crate) out_proj: Linear<B>,
     #[module(skip)]
     num_heads: usize,
 }
@@ -53,7 +54,7 @@ impl<B: Backend> ClipAttention<B> {
             is_causal: true,
             ..Default::default()
         };
-        let out = attention_in_f32(q, k, v, options);
+        let out = attention_f32(q, k, v, None, options);
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
     }
@@ -63,9 +64,9 @@ impl<B: Backend> ClipAttention<B> {
 #[derive(Module, Debug)]
 pub struct ClipMlp<B: Backend> {
     /// `hidden -> intermediate`.
-    pub fc1: Linear<B>,
+    pub(crate) fc1: Linear<B>,
     /// `intermediate -> hidden`.
-    pub fc2: Linear<B>,
+    pub(crate) fc2: Linear<B>,
     #[module(skip)]
     quick_gelu: bool,
 }
@@ -76,7 +77,7 @@ impl<B: Backend> ClipMlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x);
         let h = if self.quick_gelu {
-            h.clone() * sigmoid(h * 1.702)
+            quick_gelu(h)
         } else {
             gelu(h)
         };
@@ -88,13 +89,13 @@ impl<B: Backend> ClipMlp<B> {
 #[derive(Module, Debug)]
 pub struct ClipEncoderLayer<B: Backend> {
     /// Norm before attention.
-    pub layer_norm1: LayerNorm<B>,
+    pub(crate) layer_norm1: LayerNorm<B>,
     /// Causal self-attention.
-    pub self_attn: ClipAttention<B>,
+    pub(crate) self_attn: ClipAttention<B>,
     /// Norm before the MLP.
-    pub layer_norm2: LayerNorm<B>,
+    pub(crate) layer_norm2: LayerNorm<B>,
     /// The MLP.
-    pub mlp: ClipMlp<B>,
+    pub(crate) mlp: ClipMlp<B>,
     #[module(skip)]
     layer_norm_eps: f64,
 }
@@ -132,18 +133,18 @@ fn norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3
 #[derive(Module, Debug)]
 pub struct ClipEncoder<B: Backend> {
     /// Encoder layers.
-    pub layers: Vec<ClipEncoderLayer<B>>,
+    pub(crate) layers: Vec<ClipEncoderLayer<B>>,
 }
 
 /// `text_model`: embeddings, encoder, final norm.
 #[derive(Module, Debug)]
 pub struct ClipTextTransformer<B: Backend> {
     /// Token and position embeddings.
-    pub embeddings: ClipEmbeddings<B>,
+    pub(crate) embeddings: ClipEmbeddings<B>,
     /// The layers.
-    pub encoder: ClipEncoder<B>,
+    pub(crate) encoder: ClipEncoder<B>,
     /// Norm after the last layer.
-    pub final_layer_norm: LayerNorm<B>,
+    pub(crate) final_layer_norm: LayerNorm<B>,
 }
 
 /// The outputs FLUX uses.
@@ -160,7 +161,7 @@ pub struct ClipOutput<B: Backend> {
 #[derive(Module, Debug)]
 pub struct ClipTextEncoder<B: Backend> {
     /// The transformer.
-    pub text_model: ClipTextTransformer<B>,
+    pub(crate) text_model: ClipTextTransformer<B>,
     #[module(skip)]
     config: ClipConfig,
 }
@@ -168,7 +169,7 @@ pub struct ClipTextEncoder<B: Backend> {
 impl ClipConfig {
     /// A model with this config (parameters lazily initialised; see [`crate::load_clip`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClipTextEncoder<B> {
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let linear = |i, o| Linear::new(i, o, true, device);
         let norm = || {
             LayerNormConfig::new(self.hidden_size)
                 .with_epsilon(self.layer_norm_eps)
@@ -289,11 +290,25 @@ impl<B: Backend> ClipTextEncoder<B> {
 
 /// The pooled position of one row, as transformers picks it: with the legacy
 /// `eos_token_id == 2` the (first) largest id, otherwise the first `eos_token_id` (or 0).
-pub fn eos_position(row: &[i64], eos_token_id: i64) -> usize {
+pub(crate) fn eos_position(row: &[i64], eos_token_id: i64) -> usize {
     if eos_token_id == 2 {
         let max = row.iter().copied().max().unwrap_or(0);
         row.iter().position(|&v| v == max).unwrap_or(0)
     } else {
         row.iter().position(|&v| v == eos_token_id).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eos_position_follows_transformers() {
+        // Legacy configs (`eos_token_id == 2`): the first largest id.
+        assert_eq!(eos_position(&[49406, 320, 49407, 49407], 2), 2);
+        // Newer configs: the first id equal to `eos_token_id`, 0 if absent.
+        assert_eq!(eos_position(&[0, 5, 7, 9, 7], 7), 2);
+        assert_eq!(eos_position(&[0, 5, 9], 7), 0);
     }
 }

@@ -1,11 +1,12 @@
 //! T5 self-attention with the bucketed relative position bias (transformers `T5Attention`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux_io::nn::Linear;
+use flux_io::ops::attention;
 
 use super::T5Config;
 
@@ -14,15 +15,15 @@ use super::T5Config;
 #[derive(Module, Debug)]
 pub struct T5Attention<B: Backend> {
     /// Query projection `d_model -> heads * d_kv`, no bias.
-    pub q: Linear<B>,
+    pub(crate) q: Linear<B>,
     /// Key projection.
-    pub k: Linear<B>,
+    pub(crate) k: Linear<B>,
     /// Value projection.
-    pub v: Linear<B>,
+    pub(crate) v: Linear<B>,
     /// Output projection `heads * d_kv -> d_model`.
-    pub o: Linear<B>,
+    pub(crate) o: Linear<B>,
     /// `[buckets, heads]` learned bias per relative-position bucket (first block only).
-    pub relative_attention_bias: Option<Embedding<B>>,
+    pub(crate) relative_attention_bias: Option<Embedding<B>>,
     #[module(skip)]
     num_heads: usize,
     #[module(skip)]
@@ -35,7 +36,7 @@ impl<B: Backend> T5Attention<B> {
     /// An attention layer for `config`, with the bias table when `has_bias`.
     pub fn new(config: &T5Config, has_bias: bool, device: &B::Device) -> Self {
         let inner = config.inner_dim();
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| Linear::new(i, o, false, device);
         Self {
             q: linear(config.d_model, inner),
             k: linear(config.d_model, inner),
@@ -91,7 +92,7 @@ impl<B: Backend> T5Attention<B> {
             scale: Some(1.0),
             ..Default::default()
         };
-        let out = attention(q, k, v, None, Some(bias), options);
+        let out = attention(q, k, v, Some(bias), options);
         self.o
             .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
     }
@@ -100,7 +101,7 @@ impl<B: Backend> T5Attention<B> {
 /// T5's bidirectional bucket of the relative position `key - query` (transformers
 /// `T5Attention._relative_position_bucket`): half the buckets per direction, exact buckets for
 /// distances below a quarter of the buckets, log-spaced ones up to `max_distance`.
-pub fn relative_position_bucket(
+pub(crate) fn relative_position_bucket(
     relative_position: i64,
     num_buckets: usize,
     max_distance: usize,
@@ -118,4 +119,36 @@ pub fn relative_position_bucket(
         * (half - max_exact) as f32;
     bucket += (max_exact + log_ratio as i64).min(half - 1);
     bucket
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_buckets_follow_t5() {
+        // Values of transformers' `_relative_position_bucket(bidirectional=True, 32, 128)`.
+        let cases = [
+            (0, 0),
+            (-1, 1),
+            (1, 17),
+            (-7, 7),
+            (-8, 8),
+            (-12, 9),
+            (-16, 10),
+            (-127, 15),
+            (-500, 15),
+            (8, 24),
+            (32, 28),
+            (127, 31),
+            (1000, 31),
+        ];
+        for (rel, bucket) in cases {
+            assert_eq!(
+                relative_position_bucket(rel, 32, 128),
+                bucket,
+                "relative position {rel}"
+            );
+        }
+    }
 }

@@ -1,9 +1,8 @@
 //! T5 v1.1 encoder hyper-parameters: presets, `config.json`, inference from tensor shapes.
 
-use flux_core::io::Weights;
+use flux_io::Weights;
 use serde::Deserialize;
 
-use crate::source::{count_layers, shape};
 use crate::{Error, Result};
 
 /// Hyper-parameters of a T5 v1.1 encoder stack (names as in transformers' `T5Config`).
@@ -106,7 +105,7 @@ impl T5Config {
             self.relative_attention_num_buckets,
         ];
         if sizes.contains(&0) || self.relative_attention_max_distance < 2 {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidConfig(format!(
                 "T5 sizes must be positive: {self:?}"
             )));
         }
@@ -126,7 +125,7 @@ impl T5Config {
         } else {
             "encoder.embed_tokens.weight"
         };
-        let [vocab_size, d_model] = dims2(&shape(weights, embed)?, embed)?;
+        let [vocab_size, d_model] = dims2(&weights.shape(embed)?, embed)?;
         let ff = "encoder.block.0.layer.1.DenseReluDense";
         if weights.contains(&format!("{ff}.wi.weight")) {
             return Err(Error::Unsupported(
@@ -134,17 +133,17 @@ impl T5Config {
             ));
         }
         let bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
-        let [buckets, num_heads] = dims2(&shape(weights, bias)?, bias)?;
+        let [buckets, num_heads] = dims2(&weights.shape(bias)?, bias)?;
         let q = "encoder.block.0.layer.0.SelfAttention.q.weight";
-        let [inner, _] = dims2(&shape(weights, q)?, q)?;
+        let [inner, _] = dims2(&weights.shape(q)?, q)?;
         let wi = format!("{ff}.wi_0.weight");
-        let [d_ff, _] = dims2(&shape(weights, &wi)?, &wi)?;
+        let [d_ff, _] = dims2(&weights.shape(&wi)?, &wi)?;
         let config = Self {
             vocab_size,
             d_model,
             d_kv: inner / num_heads.max(1),
             d_ff,
-            num_layers: count_layers(weights, "encoder.block."),
+            num_layers: weights.count_indexed("encoder.block."),
             num_heads,
             relative_attention_num_buckets: buckets,
             ..Self::xxl()
@@ -157,7 +156,7 @@ impl T5Config {
 fn dims2(shape: &[usize], key: &str) -> Result<[usize; 2]> {
     match shape {
         &[a, b] => Ok([a, b]),
-        _ => Err(Error::Config(format!(
+        _ => Err(Error::InvalidConfig(format!(
             "tensor `{key}` has shape {shape:?}, expected 2 dimensions"
         ))),
     }

@@ -32,13 +32,13 @@ pub enum T5Precision {
 #[derive(Module, Debug)]
 pub struct T5Block<B: Backend> {
     /// `layer.0.layer_norm`.
-    pub attention_norm: T5LayerNorm<B>,
+    pub(crate) attention_norm: T5LayerNorm<B>,
     /// `layer.0.SelfAttention`.
-    pub self_attention: T5Attention<B>,
+    pub(crate) self_attention: T5Attention<B>,
     /// `layer.1.layer_norm`.
-    pub ff_norm: T5LayerNorm<B>,
+    pub(crate) ff_norm: T5LayerNorm<B>,
     /// `layer.1.DenseReluDense`.
-    pub dense_relu_dense: T5DenseGatedActDense<B>,
+    pub(crate) dense_relu_dense: T5DenseGatedActDense<B>,
 }
 
 impl<B: Backend> T5Block<B> {
@@ -68,9 +68,9 @@ impl<B: Backend> T5Block<B> {
 #[derive(Module, Debug)]
 pub struct T5Stack<B: Backend> {
     /// The blocks; only `block.0` holds the relative position bias table.
-    pub block: Vec<T5Block<B>>,
+    pub(crate) block: Vec<T5Block<B>>,
     /// The norm after the last block.
-    pub final_layer_norm: T5LayerNorm<B>,
+    pub(crate) final_layer_norm: T5LayerNorm<B>,
 }
 
 /// The T5 v1.1 encoder as FLUX uses it: token ids to the last hidden state (no attention mask:
@@ -78,9 +78,9 @@ pub struct T5Stack<B: Backend> {
 #[derive(Module, Debug)]
 pub struct T5Encoder<B: Backend> {
     /// The token embedding (`shared.weight`, tied with `encoder.embed_tokens.weight`).
-    pub shared: Embedding<B>,
+    pub(crate) shared: Embedding<B>,
     /// The blocks and final norm.
-    pub encoder: T5Stack<B>,
+    pub(crate) encoder: T5Stack<B>,
     #[module(skip)]
     config: T5Config,
     #[module(skip)]
@@ -130,7 +130,7 @@ impl<B: Backend> T5Encoder<B> {
             .block
             .into_iter()
             .map(|mut b| {
-                b.dense_relu_dense.wo.weight = b.dense_relu_dense.wo.weight.map(|w| w.cast(target));
+                b.dense_relu_dense.wo = b.dense_relu_dense.wo.cast(target);
                 b
             })
             .collect();

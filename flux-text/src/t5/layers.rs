@@ -1,10 +1,10 @@
 //! T5's RMS layer norm and gated-GELU feed-forward.
 
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
+use flux_io::nn::Linear;
+use flux_io::ops::gelu_tanh;
 
 use super::T5Config;
 
@@ -12,7 +12,7 @@ use super::T5Config;
 #[derive(Module, Debug)]
 pub struct T5LayerNorm<B: Backend> {
     /// Per-channel scale, `[d_model]`.
-    pub weight: Param<Tensor<B, 1>>,
+    pub(crate) weight: Param<Tensor<B, 1>>,
     #[module(skip)]
     eps: f64,
 }
@@ -45,17 +45,17 @@ impl<B: Backend> T5LayerNorm<B> {
 #[derive(Module, Debug)]
 pub struct T5DenseGatedActDense<B: Backend> {
     /// Gate projection `d_model -> d_ff`.
-    pub wi_0: Linear<B>,
+    pub(crate) wi_0: Linear<B>,
     /// Linear projection `d_model -> d_ff`.
-    pub wi_1: Linear<B>,
+    pub(crate) wi_1: Linear<B>,
     /// Output projection `d_ff -> d_model`; may be held in f32 when the rest is half precision.
-    pub wo: Linear<B>,
+    pub(crate) wo: Linear<B>,
 }
 
 impl<B: Backend> T5DenseGatedActDense<B> {
     /// A feed-forward for `config`.
     pub fn new(config: &T5Config, device: &B::Device) -> Self {
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let linear = |i, o| Linear::new(i, o, false, device);
         Self {
             wi_0: linear(config.d_model, config.d_ff),
             wi_1: linear(config.d_model, config.d_ff),
@@ -68,8 +68,8 @@ impl<B: Backend> T5DenseGatedActDense<B> {
     /// # Shapes
     /// - x: `[batch, len, d_model]` -> `[batch, len, d_model]` (in `wo`'s dtype)
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = gelu_approximate(self.wi_0.forward(x.clone()));
+        let gate = gelu_tanh(self.wi_0.forward(x.clone()));
         let hidden = gate * self.wi_1.forward(x);
-        self.wo.forward(hidden.cast(self.wo.weight.val().dtype()))
+        self.wo.forward(hidden.cast(self.wo.dtype()))
     }
 }

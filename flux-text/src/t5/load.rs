@@ -4,13 +4,11 @@
 
 use std::path::Path;
 
-use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use flux_core::io::{KeyMap, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, LoadConfig, LoadOptions, Source, Weights, load_module};
 
 use super::{T5Config, T5Encoder, T5Precision};
 use crate::Result;
-use crate::source::open;
 
 /// The tied embedding is stored as `shared.weight` (transformers' `save_pretrained`), as
 /// `encoder.embed_tokens.weight`, or as both (some single-file exports): one is read, the
@@ -56,18 +54,20 @@ impl KeyMap for T5Keys {
     }
 }
 
-/// Loads a T5 v1.1 encoder from a `.safetensors` file or an HF folder (sharded or not).
+/// Loads a T5 v1.1 encoder from a `.safetensors` file, an HF folder (sharded or not), or a
+/// FLUX.1 pipeline folder (its `text_encoder_2/`).
 ///
-/// The config comes from `config.json` when the folder has one, from the tensor shapes
-/// otherwise. Weights are converted to the device's default float dtype; the half-precision
-/// policy is [`T5Precision::F32Residual`].
+/// The config comes from `config.json` when there is one, from the tensor shapes otherwise.
+/// Weights are converted to the device's default float dtype; the half-precision policy is
+/// [`T5Precision::F32Residual`].
 ///
 /// # Errors
-/// Unreadable or corrupt files, missing / unexpected keys (all named), shape mismatches,
-/// unsupported dtypes, non-finite weights ([`crate::Error::Checkpoint`]); a `config.json` that
-/// does not parse or describes an unsupported model.
+/// [`crate::Error::Load`] for unreadable or corrupt files, missing / unexpected keys (all
+/// named), shape mismatches, unsupported dtypes, non-finite weights, a `config.json` that does
+/// not parse; [`crate::Error::InvalidConfig`] / [`crate::Error::Unsupported`] for a config
+/// this crate cannot run.
 pub fn load_t5<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<T5Encoder<B>> {
-    load_t5_with(path, device, None, None)
+    load_t5_with(path, device, LoadConfig::default())
 }
 
 /// [`load_t5`] with an explicit config (overriding `config.json` and shape inference) and/or
@@ -78,26 +78,23 @@ pub fn load_t5<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result
 pub fn load_t5_with<B: Backend>(
     path: impl AsRef<Path>,
     device: &B::Device,
-    config: Option<T5Config>,
-    dtype: Option<DType>,
+    options: LoadConfig<T5Config>,
 ) -> Result<T5Encoder<B>> {
-    let checkpoint = open::<T5Config>(path.as_ref())?;
-    let config = match config.or(checkpoint.config) {
+    let checkpoint = Checkpoint::open(path, Some("text_encoder_2"))?;
+    let weights = checkpoint.weights();
+    let config = match options.config {
         Some(config) => config,
-        None => T5Config::infer(&checkpoint.weights)?,
+        None => match checkpoint.config::<T5Config>()? {
+            Some(config) => config,
+            None => T5Config::infer(weights)?,
+        },
     };
     config.validate()?;
-    let keys = T5Keys::new(&checkpoint.weights);
-    let options = LoadOptions {
-        dtype,
+    let keys = T5Keys::new(weights);
+    let load = LoadOptions {
+        dtype: options.dtype,
         deny_unexpected: true,
     };
-    let model = load_module(
-        config.init::<B>(device),
-        &checkpoint.weights,
-        &keys,
-        device,
-        options,
-    )?;
+    let model = load_module(config.init::<B>(device), weights, &keys, device, load)?;
     Ok(model.with_precision(T5Precision::F32Residual))
 }

@@ -6,9 +6,7 @@ mod encoder;
 mod layers;
 mod load;
 
-pub use attention::{T5Attention, relative_position_bucket};
 pub use config::T5Config;
 pub(crate) use encoder::check_ids;
-pub use encoder::{T5Block, T5Encoder, T5Precision, T5Stack};
-pub use layers::{T5DenseGatedActDense, T5LayerNorm};
+pub use encoder::{T5Encoder, T5Precision};
 pub use load::{load_t5, load_t5_with};

@@ -55,11 +55,10 @@ impl ClipTokenizer {
     /// Unreadable files, a malformed vocabulary or merge line, missing special tokens.
     pub fn from_vocab_merges(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Self> {
         let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
-        let vocab_map: HashMap<String, u32> = serde_json::from_str(&read(vocab)?)
-            .map_err(|e| Error::Config(format!("{}: {e}", vocab.display())))?;
-        let merge_list = parse_merges(&read(merges)?).map_err(|line| {
-            Error::Config(format!("{}: bad merge line {line:?}", merges.display()))
-        })?;
+        let vocab_map: HashMap<String, u32> =
+            serde_json::from_str(&read(vocab)?).map_err(|e| bad_file(vocab, e.to_string()))?;
+        let merge_list = parse_merges(&read(merges)?)
+            .map_err(|line| bad_file(merges, format!("bad merge line {line:?}")))?;
         Self::from_parts(vocab_map, merge_list)
     }
 
@@ -146,4 +145,13 @@ fn parse_merges(text: &str) -> std::result::Result<Vec<(String, String)>, String
             _ => Err(l.to_string()),
         })
         .collect()
+}
+
+/// A tokenizer file that does not parse.
+fn bad_file(path: &Path, reason: String) -> Error {
+    flux_io::Error::BadConfig {
+        path: path.to_path_buf(),
+        reason,
+    }
+    .into()
 }

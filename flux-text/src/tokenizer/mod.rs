@@ -74,8 +74,11 @@ pub(crate) fn special_id(tokenizer: &Tokenizer, token: &str) -> Result<u32> {
 
 /// Reads a tokenizer file, naming it in errors.
 pub(crate) fn read(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+    std::fs::read_to_string(path).map_err(|source| {
+        flux_io::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
     })
 }

@@ -4,7 +4,7 @@
 use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use flux_text::{ClipConfig, ClipTextEncoder, Error, load_clip, load_clip_with};
+use flux_text::{ClipConfig, ClipTextEncoder, Error, LoadConfig, load_clip, load_clip_with};
 
 const IO: &str = "clip_io.safetensors";
 
@@ -45,7 +45,7 @@ fn bf16_single_file_with_projection_matches() {
     // The head count is not stored: the tiny model's is passed explicitly.
     let device = Default::default();
     let path = fixture("clip_l_bf16.safetensors");
-    let model = load_clip_with::<Nd>(&path, &device, Some(ClipConfig::tiny()), None).unwrap();
+    let model = load_clip_with::<Nd>(&path, &device, cfg(ClipConfig::tiny())).unwrap();
     let (hidden, pooled) = check(&model, "_bf16", &device);
     assert!(hidden <= 1e-4 && pooled <= 1e-4);
 }
@@ -92,12 +92,10 @@ fn t5_weights_are_not_clip() {
     );
 }
 
-#[test]
-fn eos_position_follows_transformers() {
-    use flux_text::eos_position;
-    // Legacy configs (`eos_token_id == 2`): the first largest id.
-    assert_eq!(eos_position(&[49406, 320, 49407, 49407], 2), 2);
-    // Newer configs: the first id equal to `eos_token_id`, 0 if absent.
-    assert_eq!(eos_position(&[0, 5, 7, 9, 7], 7), 2);
-    assert_eq!(eos_position(&[0, 5, 9], 7), 0);
+/// Options with an explicit config.
+fn cfg<C>(config: C) -> LoadConfig<C> {
+    LoadConfig {
+        config: Some(config),
+        dtype: None,
+    }
 }

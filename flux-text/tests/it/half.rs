@@ -6,7 +6,7 @@
 
 use crate::common::{Fx, fixture, ids, max_abs_err, read};
 use burn::tensor::{DType, Tensor};
-use flux_text::{T5Precision, load_clip_with, load_t5, load_t5_with};
+use flux_text::{LoadConfig, T5Precision, load_clip_with, load_t5, load_t5_with};
 
 const IO: &str = "t5_overflow_io.safetensors";
 
@@ -31,7 +31,15 @@ fn f32_residual_stays_finite_and_naive_f16_overflows() {
     let f32_err = max_abs_err(f32_model.forward(ids::<Fx>(IO, "ids", &device)), &reference);
     assert!(f32_err <= 1e-4, "f32 {f32_err}");
 
-    let model = load_t5_with::<Fx>(&path, &device, None, Some(DType::F16)).unwrap();
+    let model = load_t5_with::<Fx>(
+        &path,
+        &device,
+        LoadConfig {
+            config: None,
+            dtype: Some(DType::F16),
+        },
+    )
+    .unwrap();
     assert_eq!(model.precision(), T5Precision::F32Residual);
     let out = model.forward(ids::<Fx>(IO, "ids", &device));
     assert_eq!(out.dtype(), DType::F16);
@@ -57,7 +65,15 @@ fn f16_and_bf16_follow_f32_on_the_parity_fixture() {
     let device = Default::default();
     let reference = read("t5_io.safetensors", "hidden");
     for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
-        let model = load_t5_with::<Fx>(fixture("t5"), &device, None, Some(dtype)).unwrap();
+        let model = load_t5_with::<Fx>(
+            fixture("t5"),
+            &device,
+            LoadConfig {
+                config: None,
+                dtype: Some(dtype),
+            },
+        )
+        .unwrap();
         let out = model.forward(ids::<Fx>("t5_io.safetensors", "ids", &device));
         let err = max_abs_err(out, &reference);
         println!("T5 {dtype:?}: max abs err vs f32 reference {err:.3e}");
@@ -72,7 +88,15 @@ fn clip_f16_and_bf16_follow_f32() {
     let (hidden_ref, pooled_ref) = (read(CLIP_IO, "last_hidden_state"), read(CLIP_IO, "pooled"));
     let mut errors = Vec::new();
     for dtype in [DType::F16, DType::BF16] {
-        let model = load_clip_with::<Fx>(fixture("clip"), &device, None, Some(dtype)).unwrap();
+        let model = load_clip_with::<Fx>(
+            fixture("clip"),
+            &device,
+            LoadConfig {
+                config: None,
+                dtype: Some(dtype),
+            },
+        )
+        .unwrap();
         assert_eq!(model.dtype(), dtype);
         let out = model.forward(ids::<Fx>(CLIP_IO, "ids", &device));
         assert_eq!(out.pooled.dtype(), dtype);

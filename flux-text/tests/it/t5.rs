@@ -4,7 +4,7 @@
 use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use flux_text::{Error, T5Config, load_t5, load_t5_with, relative_position_bucket};
+use flux_text::{Error, LoadConfig, T5Config, load_t5, load_t5_with};
 
 fn parity<B: Backend>(path: &str, reference: &str, device: &B::Device) -> f32 {
     let model = load_t5::<B>(fixture(path), device).unwrap();
@@ -49,33 +49,6 @@ fn config_is_read_or_inferred() {
 }
 
 #[test]
-fn relative_buckets_follow_t5() {
-    // Values of transformers' `_relative_position_bucket(bidirectional=True, 32, 128)`.
-    let cases = [
-        (0, 0),
-        (-1, 1),
-        (1, 17),
-        (-7, 7),
-        (-8, 8),
-        (-12, 9),
-        (-16, 10),
-        (-127, 15),
-        (-500, 15),
-        (8, 24),
-        (32, 28),
-        (127, 31),
-        (1000, 31),
-    ];
-    for (rel, bucket) in cases {
-        assert_eq!(
-            relative_position_bucket(rel, 32, 128),
-            bucket,
-            "relative position {rel}"
-        );
-    }
-}
-
-#[test]
 fn bad_ids_are_errors() {
     let device = Default::default();
     let model = load_t5::<Nd>(fixture("t5"), &device).unwrap();
@@ -95,13 +68,18 @@ fn wrong_config_names_the_key() {
         d_ff: 48,
         ..T5Config::tiny()
     };
-    let err = load_t5_with::<Nd>(fixture("t5"), &device, Some(config), None).unwrap_err();
+    let err = load_t5_with::<Nd>(
+        fixture("t5"),
+        &device,
+        LoadConfig {
+            config: Some(config),
+            dtype: None,
+        },
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(
-            err,
-            Error::Checkpoint(flux_core::Error::ShapeMismatch { .. })
-        ),
+        matches!(err, Error::Load(flux_io::Error::ShapeMismatch { .. })),
         "{msg}"
     );
     assert!(msg.contains("DenseReluDense.wi_"), "{msg}");
@@ -111,7 +89,10 @@ fn wrong_config_names_the_key() {
 fn clip_weights_are_not_t5() {
     let err = load_t5::<Nd>(fixture("clip"), &Default::default()).unwrap_err();
     // config.json is CLIP's: it lacks T5's fields.
-    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(
+        matches!(err, Error::Load(flux_io::Error::BadConfig { .. })),
+        "{err}"
+    );
     let err = load_t5::<Nd>(fixture("clip_l_bf16.safetensors"), &Default::default()).unwrap_err();
     assert!(
         err.to_string().contains("shared.weight") || err.to_string().contains("embed_tokens"),
@@ -122,7 +103,7 @@ fn clip_weights_are_not_t5() {
 #[test]
 fn missing_file_is_an_error() {
     let err = load_t5::<Nd>(fixture("nope.safetensors"), &Default::default()).unwrap_err();
-    assert!(matches!(err, Error::Checkpoint(_)), "{err}");
+    assert!(matches!(err, Error::Load(_)), "{err}");
 }
 
 /// Copies `t5/model.safetensors` into `dir`, renaming (`Some(new)`) or dropping (`None`) keys,
@@ -132,7 +113,7 @@ fn rewrite(
     rename: impl Fn(&str) -> Option<String>,
     extra: Option<(&str, &str)>,
 ) -> std::path::PathBuf {
-    use flux_core::io::SafetensorsFile;
+    use flux_io::SafetensorsFile;
     use safetensors::tensor::TensorView;
     let src = SafetensorsFile::open(fixture("t5/model.safetensors")).unwrap();
     let mut tensors = Vec::new();
@@ -178,7 +159,7 @@ fn missing_and_unexpected_keys_are_named() {
     let path = rewrite(dir.path(), |k| (k != wo).then(|| k.to_string()), None);
     let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
     assert!(
-        matches!(&err, Error::Checkpoint(flux_core::Error::MissingKeys(keys)) if keys == &[wo]),
+        matches!(&err, Error::Load(flux_io::Error::MissingKeys(keys)) if keys == &[wo]),
         "{err}"
     );
 
@@ -187,7 +168,7 @@ fn missing_and_unexpected_keys_are_named() {
     let path = rewrite(dir.path(), |k| Some(k.to_string()), Some((stray, wo)));
     let err = load_t5::<Nd>(&path, &Default::default()).unwrap_err();
     assert!(
-        matches!(&err, Error::Checkpoint(flux_core::Error::UnexpectedKeys(keys)) if keys == &[stray]),
+        matches!(&err, Error::Load(flux_io::Error::UnexpectedKeys(keys)) if keys == &[stray]),
         "{err}"
     );
 }

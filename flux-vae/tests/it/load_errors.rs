@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::common::{B, fixture};
-use flux_core::io::Weights;
-use flux_vae::{AutoEncoderConfig, load, load_with_config};
+use flux_io::Weights;
+use flux_vae::{AutoEncoderConfig, LoadConfig, load, load_with};
 
 /// Writes the BFL fixture's tensors, edited by `edit`, to `path` (as f32).
 fn rewrite(path: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) {
@@ -36,7 +36,7 @@ fn rewrite(path: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<
 }
 
 fn err_bfl(path: &Path) -> String {
-    load_with_config::<B>(path, &AutoEncoderConfig::tiny(), &Default::default())
+    load_with::<B>(path, &Default::default(), tiny())
         .unwrap_err()
         .to_string()
 }
@@ -163,7 +163,7 @@ fn missing_file_and_bad_config_json() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("bad VAE config") && e.contains("config.json"),
+        e.contains("bad config") && e.contains("vae/config.json"),
         "{e}"
     );
 }
@@ -174,9 +174,28 @@ fn invalid_config_is_an_error() {
         norm_groups: 3,
         ..AutoEncoderConfig::tiny()
     };
-    let e = config
-        .init::<B>(&Default::default())
+    let e = config.validate().unwrap_err().to_string();
+    assert!(e.contains("3 GroupNorm groups"), "{e}");
+    let init = std::panic::catch_unwind(|| config.init::<B>(&Default::default()));
+    assert!(
+        init.is_err(),
+        "init of an invalid config must not build a model"
+    );
+    // Loading with it is an error, not a panic.
+    let options = LoadConfig {
+        config: Some(config),
+        dtype: None,
+    };
+    let e = load_with::<B>(fixture("ae_tiny.safetensors"), &Default::default(), options)
         .unwrap_err()
         .to_string();
     assert!(e.contains("3 GroupNorm groups"), "{e}");
+}
+
+/// Options with the tiny config.
+fn tiny() -> LoadConfig {
+    LoadConfig {
+        config: Some(AutoEncoderConfig::tiny()),
+        dtype: None,
+    }
 }

@@ -1,14 +1,16 @@
 //! The denoising stage: starting latents (seeded noise, the caller's latents, or an init image
 //! noised to the first remaining step), then the Euler loop over the transformer.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use flux_core::Flux;
 use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
 
 use super::Pipeline;
-use super::plan::Plan;
-use crate::{Error, GenerateRequest, Result, Stage};
+use super::{MemoryMode, Resolved};
+use crate::{GenerateRequest, Result, Stage};
 
 /// The progress reporter `generate_with_progress` threads through the stages.
 pub(super) type Report<'a> = dyn FnMut(Stage, usize, usize) -> Result<()> + 'a;
@@ -30,7 +32,12 @@ impl<B: Backend> Pipeline<B> {
     /// The schedule diffusers' `FluxPipeline` (or, with an init image, `FluxImg2ImgPipeline`)
     /// runs: `plan.steps` shifted sigmas, of which img2img keeps those from
     /// `img2img_start(steps, strength)` on.
-    fn schedule(&self, r: &GenerateRequest, plan: &Plan, image_seq_len: usize) -> Result<Schedule> {
+    fn schedule(
+        &self,
+        r: &GenerateRequest,
+        plan: &Resolved,
+        image_seq_len: usize,
+    ) -> Result<Schedule> {
         let shift = self.kind.shifted().then(Shift::default);
         let full = Schedule::new(ScheduleKind::Diffusers, plan.steps, image_seq_len, shift)?;
         match &r.init_image {
@@ -50,7 +57,7 @@ impl<B: Backend> Pipeline<B> {
     fn starting_latents(
         &self,
         r: &GenerateRequest,
-        plan: &Plan,
+        plan: &Resolved,
         schedule: &Schedule,
         report: &mut Report<'_>,
     ) -> Result<Tensor<B, 4>> {
@@ -83,7 +90,7 @@ impl<B: Backend> Pipeline<B> {
     pub(super) fn denoise(
         &self,
         r: &GenerateRequest,
-        plan: &Plan,
+        plan: &Resolved,
         txt: Tensor<B, 3>,
         pooled: Tensor<B, 2>,
         report: &mut Report<'_>,
@@ -96,16 +103,14 @@ impl<B: Backend> Pipeline<B> {
         let [_, n_txt, _] = txt.dims();
         let txt_ids = flux_core::txt_ids::<B>(b, n_txt, device);
 
-        let loaded;
-        let transformer = match &self.resident {
-            Some(m) => &m.transformer,
-            None => {
-                report(Stage::Loading, 0, 1)?;
-                loaded = self.load_transformer()?;
-                report(Stage::Loading, 1, 1)?;
-                &loaded
-            }
-        };
+        let loads = self.memory == MemoryMode::Sequential;
+        if loads {
+            report(Stage::Loading, 0, 1)?;
+        }
+        let transformer = self.model(|m| &m.transformer, Self::load_transformer)?;
+        if loads {
+            report(Stage::Loading, 1, 1)?;
+        }
         let pe = transformer.rope(txt_ids, img_ids)?;
         let guidance = plan.guidance.map(|g| Tensor::<B, 1>::full([b], g, device));
         let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
@@ -122,20 +127,14 @@ impl<B: Backend> Pipeline<B> {
             Ok(v.cast(x.dtype()))
         };
         let total = schedule.num_steps();
-        let mut cancelled = false;
-        let result = flux_sampler::denoise(&mut velocity, x, &schedule, |step| {
+        // A cancelling report stops the loop, which returns the sampler's `Cancelled`
+        // (`Error::Cancelled` once converted).
+        let latents = flux_sampler::denoise(&mut velocity, x, &schedule, |step| {
             match report(Stage::Denoising, step.index, total) {
-                Ok(()) => std::ops::ControlFlow::Continue(()),
-                Err(_) => {
-                    cancelled = true;
-                    std::ops::ControlFlow::Break(())
-                }
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
             }
         })?;
-        let latents = result.finished().ok_or(Error::Cancelled)?;
-        if cancelled {
-            return Err(Error::Cancelled);
-        }
         report(Stage::Denoising, total, total)?;
         Ok(flux_core::unpack(latents, lh, lw)?)
     }

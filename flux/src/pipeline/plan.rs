@@ -1,22 +1,41 @@
-//! Checking a request before any model runs.
+//! Checking a request and filling in the model's defaults before any model runs.
 
 use burn::tensor::backend::Backend;
 
 use super::Pipeline;
 use crate::{Error, GenerateRequest, ModelKind, Result};
 
-/// Validated request values.
-pub(super) struct Plan {
+/// A request with the model's defaults filled in and checked: exactly what
+/// [`Pipeline::generate`] runs, and what a caller should print or record with the images
+/// (the CLI writes it into the PNG metadata).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Resolved {
+    /// The model the pipeline runs.
+    pub model: ModelKind,
     /// Sampler steps of the full schedule (img2img runs the last ones).
     pub steps: usize,
-    /// Guidance scale; `None` for [schnell].
+    /// Guidance scale; `None` for [schnell], which has no guidance input.
     pub guidance: Option<f32>,
-    /// Images in the batch.
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Images in the batch (prompts × images per prompt).
     pub batch: usize,
 }
 
 impl<B: Backend> Pipeline<B> {
-    pub(super) fn plan(&self, r: &GenerateRequest) -> Result<Plan> {
+    /// The request with this pipeline's model defaults filled in (steps, guidance), checked
+    /// the way [`Pipeline::generate`] checks it, without running anything.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an empty prompt, a size that is not a multiple of 16, zero
+    /// steps, a non-finite guidance, latents of the wrong size or with NaNs, a bad img2img
+    /// strength or an empty init image.
+    pub fn resolve(&self, r: &GenerateRequest) -> Result<Resolved> {
         let bad = |m: String| Err(Error::BadRequest(m));
         if r.prompts.is_empty() {
             return bad("no prompt given".into());
@@ -33,7 +52,7 @@ impl<B: Backend> Pipeline<B> {
             return bad("steps must be at least 1".into());
         }
         let guidance = match self.kind {
-            ModelKind::Dev => Some(r.guidance.or(self.kind.default_guidance()).unwrap_or(3.5)),
+            ModelKind::Dev => r.guidance.or(self.kind.default_guidance()),
             ModelKind::Schnell => None,
         };
         if guidance.is_some_and(|g| !g.is_finite()) {
@@ -67,9 +86,13 @@ impl<B: Backend> Pipeline<B> {
                 return bad("the init image is empty".into());
             }
         }
-        Ok(Plan {
+        Ok(Resolved {
+            model: self.kind,
             steps,
             guidance,
+            seed: r.seed,
+            width: r.width,
+            height: r.height,
             batch,
         })
     }

@@ -9,20 +9,26 @@ use crate::{GenerateRequest, Result};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn load_clip(&self) -> Result<ClipTextEncoder<B>> {
+        let options = flux_text::LoadConfig {
+            config: None,
+            dtype: self.dtype,
+        };
         Ok(flux_text::load_clip_with::<B>(
             &self.files.clip,
             &self.device,
-            None,
-            self.dtype,
+            options,
         )?)
     }
 
     pub(super) fn load_t5(&self) -> Result<T5Encoder<B>> {
+        let options = flux_text::LoadConfig {
+            config: None,
+            dtype: self.dtype,
+        };
         Ok(flux_text::load_t5_with::<B>(
             &self.files.t5,
             &self.device,
-            None,
-            self.dtype,
+            options,
         )?)
     }
 
@@ -51,18 +57,12 @@ impl<B: Backend> Pipeline<B> {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let clip_ids = self.ids(clip_ids, CLIP_MAX_LEN);
         let t5_ids = self.ids(t5_ids, self.t5_max_len);
-        let (pooled, txt) = match &self.resident {
-            Some(m) => (
-                m.clip.try_forward(clip_ids)?.pooled,
-                m.t5.try_forward(t5_ids)?,
-            ),
-            None => {
-                // Sequential: each encoder lives only for its own forward.
-                let pooled = self.load_clip()?.try_forward(clip_ids)?.pooled;
-                let txt = self.load_t5()?.try_forward(t5_ids)?;
-                (pooled, txt)
-            }
-        };
+        // Sequential memory: each encoder lives only for its own statement.
+        let pooled = self
+            .model(|m| &m.clip, Self::load_clip)?
+            .try_forward(clip_ids)?
+            .pooled;
+        let txt = self.model(|m| &m.t5, Self::load_t5)?.try_forward(t5_ids)?;
         let n = r.images_per_prompt;
         let [p, len, width] = txt.dims();
         let txt = txt

@@ -53,20 +53,15 @@ impl<B: Backend> Pipeline<B> {
             )?;
             Ok(vae.encode_sample(pixels, eps)?)
         };
-        let latents = match &self.resident {
-            Some(m) => encode(&m.vae, generator)?,
-            None => encode(&self.load_vae()?, generator)?,
-        };
+        let vae = self.model(|m| &m.vae, Self::load_vae)?;
+        let latents = encode(&vae, generator)?;
         Ok(latents.repeat_dim(0, batch))
     }
 
     /// VAE decode and diffusers' post-processing to `output_type="np"`: `(x / 2 + 0.5)
     /// .clamp(0, 1)`, channels last, `[b, h, w, 3]` row-major.
     pub(super) fn decode(&self, latents: Tensor<B, 4>) -> Result<Vec<f32>> {
-        let image = match &self.resident {
-            Some(m) => m.vae.decode(latents)?,
-            None => self.load_vae()?.decode(latents)?,
-        };
+        let image = self.model(|m| &m.vae, Self::load_vae)?.decode(latents)?;
         let image = ((image / 2.0 + 0.5).clamp(0.0, 1.0)).permute([0, 2, 3, 1]);
         let values: Vec<f32> = image
             .cast(DType::F32)

@@ -5,9 +5,10 @@
 
 use crate::common::{B, bits, compare, fixture, max_abs, pipeline, run};
 use burn::tensor::{Tensor, TensorData};
-use flux::{Control, Error, GenerateRequest, MemoryMode, Stage};
-use flux_core::io::{SafetensorsFile, Weights};
+use flux::{Error, GenerateRequest, MemoryMode, Stage};
+use flux_io::{SafetensorsFile, Weights};
 use image::{DynamicImage, RgbImage};
+use std::ops::ControlFlow;
 
 const RUN: &str = "tiny_pipeline_runs/dev_img2img";
 
@@ -96,7 +97,7 @@ fn img2img_dev_reproduces_diffusers() {
         if pr.stage == Stage::Denoising {
             steps.push(pr.step);
         }
-        Control::Continue
+        ControlFlow::Continue(())
     })
     .unwrap();
     // strength 0.6 of 5 steps: diffusers runs the last 3.

@@ -2,7 +2,8 @@
 //! diffusers folder layout (fixtures: scripts/reference/gen_pipeline.py).
 
 use crate::common::{compare, pipeline, run};
-use flux::{Control, Error, GenerateRequest, MemoryMode, Stage};
+use flux::{Error, GenerateRequest, MemoryMode, Stage};
+use std::ops::ControlFlow;
 
 /// Bound on the float image in [0, 1]: the f32 parity bar of the workspace (the pipeline issue
 /// asks for 1e-3; measured 1.2e-6 to 5.6e-6).
@@ -94,16 +95,16 @@ fn progress_reports_every_step_and_can_cancel() {
         if pr.stage == Stage::Denoising {
             steps.push((pr.step, pr.total));
         }
-        Control::Continue
+        ControlFlow::Continue(())
     })
     .unwrap();
     assert_eq!(steps, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
     let err = p
         .generate_with_progress(&request, |pr| {
             if pr.stage == Stage::Denoising && pr.step == 1 {
-                Control::Cancel
+                ControlFlow::Break(())
             } else {
-                Control::Continue
+                ControlFlow::Continue(())
             }
         })
         .unwrap_err();

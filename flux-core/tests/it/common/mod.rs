@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use flux_core::io::Weights;
+use flux_io::Weights;
 
 /// Path of a fixture under `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {

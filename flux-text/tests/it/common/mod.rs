@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use flux_core::io::{SafetensorsFile, Weights};
+use flux_io::{SafetensorsFile, Weights};
 
 pub type Nd = burn::backend::NdArray<f32>;
 pub type Fx = burn::backend::Flex;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
-use flux_core::io::Weights;
+use flux_io::Weights;
 
 pub type B = NdArray<f32>;
 
@@ -30,4 +30,24 @@ pub fn max_abs<Bk: burn::tensor::backend::Backend>(a: Tensor<Bk, 4>, b: Tensor<B
         .to_string()
         .parse()
         .unwrap()
+}
+
+/// Deterministic latents of `shape` with values spread over about [-2, 2] (a fixed integer
+/// hash of each index, so every run and backend sees the same input).
+pub fn seeded<Bk: burn::tensor::backend::Backend>(
+    shape: [usize; 4],
+    seed: u64,
+    device: &Bk::Device,
+) -> Tensor<Bk, 4> {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let mut x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x ^= x >> 32;
+            (x % 4001) as f32 / 1000.0 - 2.0
+        })
+        .collect();
+    Tensor::from_data(burn::tensor::TensorData::new(values, shape), device)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use flux::{GenerateRequest, MemoryMode, Pipeline};
-use flux_core::io::{SafetensorsFile, Weights};
+use flux_io::{SafetensorsFile, Weights};
 
 pub type B = NdArray<f32>;
 
@@ -80,7 +80,7 @@ pub fn compare<Bk: burn::tensor::backend::Backend>(
         .zip(&run.expected)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    let images = flux::to_rgb8(
+    let images = flux::vae::rgb8_images(
         &out,
         run.request.batch_size(),
         run.request.height,

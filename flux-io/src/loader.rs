@@ -1,7 +1,8 @@
 //! Filling a burn module from a checkpoint through a key table.
 //!
 //! The module tree is walked with a [`ModuleMapper`]; each parameter's path (field names joined
-//! by `.`, e.g. `double_blocks.3.img_attn.qkv.weight`) is looked up in a [`KeyMap`], which says
+//! by `.`, e.g. `double_blocks.3.img_attn.qkv.weight`; enum variant names are not part of it)
+//! is looked up in a [`KeyMap`], which says
 //! which stored tensor(s) make it. Parameters are replaced without ever running their random
 //! initialisation, one tensor at a time, so loading never holds two copies of the weights.
 
@@ -11,39 +12,26 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::Weights;
-use crate::{Error, Result};
+use crate::{Error, KeyMap, Result, Source, Weights};
 
-/// How one module parameter is made from stored tensors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// One stored tensor, as is.
-    Key(String),
-    /// Stored tensors concatenated along dimension 0 (e.g. diffusers' separate `to_q`, `to_k`,
-    /// `to_v` into BFL's fused `qkv`).
-    Concat(Vec<String>),
-    /// One stored tensor with its two halves along dimension 0 swapped (diffusers'
-    /// `norm_out.linear` stores (scale, shift) where BFL stores (shift, scale)).
-    SwapHalves(String),
+/// Options of a model crate's `load_with(path, &device, LoadConfig)`: the same two choices for
+/// every model (the transformer adds its own, block offload).
+#[derive(Debug, Clone)]
+pub struct LoadConfig<C> {
+    /// Use this config instead of the checkpoint's `config.json` or the one inferred from the
+    /// tensor shapes (the shapes are still checked against it).
+    pub config: Option<C>,
+    /// Float dtype of the parameters (`F16`, `BF16` where the backend has them); `None`: the
+    /// device's default float dtype. Each model keeps its numerically sensitive parts in f32.
+    pub dtype: Option<DType>,
 }
 
-impl Source {
-    fn keys(&self) -> Vec<&str> {
-        match self {
-            Source::Key(k) | Source::SwapHalves(k) => vec![k],
-            Source::Concat(ks) => ks.iter().map(String::as_str).collect(),
+impl<C> Default for LoadConfig<C> {
+    fn default() -> Self {
+        Self {
+            config: None,
+            dtype: None,
         }
-    }
-}
-
-/// The table from module parameter paths to stored tensors, for one checkpoint layout.
-pub trait KeyMap {
-    /// Which stored tensor(s) make the parameter at `path`.
-    fn source(&self, path: &str) -> Source;
-
-    /// Stored tensors this layout knows and deliberately does not load (never "unexpected").
-    fn ignored(&self, _key: &str) -> bool {
-        false
     }
 }
 
@@ -240,13 +228,19 @@ impl<B: Backend> Loader<'_, B> {
 
 impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        // An enum's variant (e.g. resident or offloaded blocks) is how a model holds its
+        // weights, not where a checkpoint stores them: it adds no path segment.
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+            self.containers.push(container_type.to_string());
+        }
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+            self.containers.pop();
+        }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
@@ -280,7 +274,10 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
 fn to_f32(data: TensorData, key: &str) -> Result<Vec<f32>> {
     data.convert::<f32>()
         .into_vec::<f32>()
-        .map_err(|e| Error::BadInput(format!("tensor `{key}`: {e:?}")))
+        .map_err(|e| Error::BadTensor {
+            key: key.to_string(),
+            reason: format!("{e:?}"),
+        })
 }
 
 /// Whether two shapes differ only by trailing dimensions of size 1.
@@ -296,9 +293,10 @@ fn same_up_to_trailing_ones(a: &[usize], b: &[usize]) -> bool {
 fn swap_halves(data: TensorData, key: &str) -> Result<TensorData> {
     let shape = data.shape.to_vec();
     if shape.first().is_none_or(|rows| rows % 2 != 0) {
-        return Err(Error::BadInput(format!(
-            "tensor `{key}` of shape {shape:?} cannot be split into two halves along dim 0"
-        )));
+        return Err(Error::BadTensor {
+            key: key.to_string(),
+            reason: format!("shape {shape:?} cannot be split into two halves along dim 0"),
+        });
     }
     let values = to_f32(data, key)?;
     let half = values.len() / 2;

@@ -1,5 +1,5 @@
 //! Kernels for the host (CPU) backends, where burn's own are scalar: a vectorisable `exp`,
-//! softmax rows and the tanh-GELU, written as plain loops over 8-lane chunks so that LLVM
+//! softmax rows (plain or causal), the tanh-GELU and CLIP's quick GELU, written as plain loops over 8-lane chunks so that LLVM
 //! turns them into SIMD code without `unsafe` or target-specific intrinsics.
 //!
 //! burn-flex and burn-ndarray call libm's scalar `expf` once per element in their softmax,
@@ -10,12 +10,6 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-
-/// Whether `x` goes through these kernels: f32 tensors on burn-flex, which hands its buffer
-/// over without a copy (burn-ndarray's round trip copies, and measured slower).
-pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    x.dtype() == DType::F32 && B::name(&x.device()) == "flex"
-}
 
 /// Lanes the loops are written for (two SSE or one AVX register of f32).
 const LANES: usize = 8;
@@ -97,6 +91,45 @@ pub(crate) fn softmax_rows_unnormalised(
         .collect()
 }
 
+/// [`softmax_rows_unnormalised`] with a causal mask. The rows are a slice of `[.., n, row_len]`
+/// score matrices whose first query is at position `first_query`; `offset` is the index of the
+/// slice's first row among all rows. Each row keeps the columns up to its query's position
+/// and sets the others to 0.
+pub(crate) fn causal_softmax_rows_unnormalised(
+    scores: &mut [f32],
+    row_len: usize,
+    scale: f32,
+    first_query: usize,
+    n: usize,
+    offset: usize,
+) -> Vec<f32> {
+    scores
+        .chunks_exact_mut(row_len)
+        .enumerate()
+        .map(|(r, row)| {
+            let keep = (first_query + (offset + r) % n + 1).min(row_len);
+            let (visible, masked) = row.split_at_mut(keep);
+            masked.fill(0.0);
+            let max = row_max(visible) * scale;
+            1.0 / exp_shifted(visible, scale, max)
+        })
+        .collect()
+}
+
+/// Quick GELU in place (CLIP's `quick_gelu`): `x * sigmoid(1.702 x)` = `x / (1 + exp(-1.702 x))`.
+pub(crate) fn quick_gelu_in_place(values: &mut [f32]) {
+    let f = |x: f32| x / (1.0 + exp(-1.702 * x));
+    let mut chunks = values.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for x in chunk {
+            *x = f(*x);
+        }
+    }
+    for x in chunks.into_remainder() {
+        *x = f(*x);
+    }
+}
+
 /// tanh-GELU in place: `x / (1 + exp(-2u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
 pub(crate) fn gelu_tanh_in_place(values: &mut [f32]) {
     const C1: f32 =
@@ -116,12 +149,13 @@ pub(crate) fn gelu_tanh_in_place(values: &mut [f32]) {
 
 /// Runs `f` on the f32 values of `x` on the host, split into up to `threads` contiguous parts
 /// of whole `unit`-long rows (one scoped thread each), and puts the values back on `x`'s
-/// device. Returns the new tensor and each part's result, in order.
+/// device. `f` gets the index of its part's first row and the part. Returns the new tensor
+/// and each part's result, in order.
 pub(crate) fn map_host_f32<B: Backend, const D: usize, R: Send>(
     x: Tensor<B, D>,
     unit: usize,
     threads: usize,
-    f: impl Fn(&mut [f32]) -> R + Sync,
+    f: impl Fn(usize, &mut [f32]) -> R + Sync,
 ) -> (Tensor<B, D>, Vec<R>) {
     let device = x.device();
     let mut data = x.into_data();
@@ -129,20 +163,21 @@ pub(crate) fn map_host_f32<B: Backend, const D: usize, R: Send>(
         .as_mut_slice::<f32>()
         .expect("map_host_f32 takes f32 tensors");
     let unit = unit.max(1);
-    let per = (values.len() / unit).div_ceil(threads.max(1)).max(1) * unit;
+    let rows_per_part = (values.len() / unit).div_ceil(threads.max(1)).max(1);
+    let per = rows_per_part * unit;
     let results = if threads <= 1 || values.len() <= per {
-        vec![f(values)]
+        vec![f(0, values)]
     } else {
         std::thread::scope(|scope| {
-            let mut parts = values.chunks_mut(per);
-            let first = parts.next().expect("non-empty");
+            let mut parts = values.chunks_mut(per).enumerate();
+            let (_, first) = parts.next().expect("non-empty");
             let handles: Vec<_> = parts
-                .map(|part| {
+                .map(|(i, part)| {
                     let f = &f;
-                    scope.spawn(move || f(part))
+                    scope.spawn(move || f(i * rows_per_part, part))
                 })
                 .collect();
-            let mut results = vec![f(first)];
+            let mut results = vec![f(0, first)];
             for handle in handles {
                 results.push(
                     handle
@@ -200,6 +235,42 @@ mod tests {
                     "row {r} col {i}: {got} vs {expected}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn causal_rows_ignore_the_future() {
+        let row_len = 5;
+        let scores: Vec<f32> = (0..2 * row_len * row_len).map(|i| (i % 7) as f32).collect();
+        let mut out = scores.clone();
+        // Two matrices of 5 query rows each, starting at query 0.
+        let inv = causal_softmax_rows_unnormalised(&mut out, row_len, 1.0, 0, row_len, 0);
+        for (r, row) in out.chunks(row_len).enumerate() {
+            let pos = r % row_len;
+            assert!(row[pos + 1..].iter().all(|&p| p == 0.0), "row {r}: {row:?}");
+            let sum: f32 = row.iter().map(|p| p * inv[r]).sum();
+            assert!((sum - 1.0).abs() < 1e-6);
+            let src = &scores[r * row_len..r * row_len + pos + 1];
+            let max = src.iter().copied().fold(f32::MIN, f32::max);
+            let z: f64 = src.iter().map(|&s| ((s - max) as f64).exp()).sum();
+            for (i, &s) in src.iter().enumerate() {
+                let want = ((s - max) as f64).exp() / z;
+                assert!((row[i] * inv[r]) as f64 - want < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn quick_gelu_matches_the_sigmoid_formula() {
+        let mut values: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.004).collect();
+        values.extend([-100.0, 100.0, 0.0]);
+        let want: Vec<f64> = values
+            .iter()
+            .map(|&x| x as f64 / (1.0 + (-1.702 * x as f64).exp()))
+            .collect();
+        quick_gelu_in_place(&mut values);
+        for (got, want) in values.iter().zip(&want) {
+            assert!((*got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()));
         }
     }
 

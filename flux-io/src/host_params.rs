@@ -1,5 +1,5 @@
-//! Block-level offload: the transformer's blocks live in host memory and are uploaded to the
-//! device one at a time, as the forward pass reaches them, for devices smaller than the model.
+//! A module's weights in host memory, uploaded to the device when needed: what block-level
+//! offload keeps the transformer's blocks in, for devices smaller than the model.
 //!
 //! The host copy is in the model's dtype and layout (what the device would hold), with
 //! reference-counted bytes: each upload is one host-to-device copy and no host copy.
@@ -80,21 +80,4 @@ fn shared(data: TensorData) -> TensorData {
         shape,
         dtype,
     )
-}
-
-/// The offloaded blocks of a [`crate::Flux`].
-#[derive(Debug)]
-pub(crate) struct OffloadedBlocks {
-    pub(crate) double: Vec<HostParams>,
-    pub(crate) single: Vec<HostParams>,
-}
-
-impl OffloadedBlocks {
-    pub(crate) fn num_bytes(&self) -> usize {
-        self.double
-            .iter()
-            .chain(&self.single)
-            .map(HostParams::num_bytes)
-            .sum()
-    }
 }

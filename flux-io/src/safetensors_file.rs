@@ -3,7 +3,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::TensorData;
 use memmap2::Mmap;
+use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::{Error, Result};
@@ -83,4 +85,54 @@ impl SafetensorsFile {
         // Offsets were validated against the file length when the header was read.
         self.mmap.get(self.data_start + s..self.data_start + e)
     }
+
+    /// Reads `key` as [`TensorData`]: F32, F16 and BF16 as stored, F64 and the fp8 formats
+    /// (F8_E4M3, F8_E5M2) widened to f32.
+    ///
+    /// # Errors
+    /// [`Error::MissingKeys`] if absent, [`Error::UnsupportedDtype`] for non-float dtypes.
+    pub(crate) fn data(&self, key: &str) -> Result<TensorData> {
+        let missing = || Error::MissingKeys(vec![key.to_string()]);
+        let info = self.info(key).ok_or_else(missing)?;
+        let bytes = self.bytes(key).ok_or_else(missing)?;
+        let shape = info.shape.clone();
+        let data = match info.dtype {
+            Dtype::F32 => TensorData::new(le_words(bytes, f32::from_le_bytes), shape),
+            Dtype::F16 => TensorData::new(le_words(bytes, half::f16::from_le_bytes), shape),
+            Dtype::BF16 => TensorData::new(le_words(bytes, half::bf16::from_le_bytes), shape),
+            Dtype::F64 => TensorData::new(
+                le_words(bytes, |b: [u8; 8]| f64::from_le_bytes(b) as f32),
+                shape,
+            ),
+            Dtype::F8_E4M3 => TensorData::new(
+                bytes
+                    .iter()
+                    .map(|&b| float8::F8E4M3::from_bits(b).to_f32())
+                    .collect::<Vec<f32>>(),
+                shape,
+            ),
+            Dtype::F8_E5M2 => TensorData::new(
+                bytes
+                    .iter()
+                    .map(|&b| float8::F8E5M2::from_bits(b).to_f32())
+                    .collect::<Vec<f32>>(),
+                shape,
+            ),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    key: key.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok(data)
+    }
+}
+
+/// Decodes little-endian words of `N` bytes (an aligned copy: the map gives no alignment).
+fn le_words<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))
+        .collect()
 }

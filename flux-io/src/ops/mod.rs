@@ -1,0 +1,11 @@
+//! The numeric operations the models share, each one seam where a backend's fast path plugs
+//! in (chosen by the backend's type, see `kernels::backend`): attention, activations, f32
+//! islands. Every model crate calls these instead of burn's ops of the same name.
+
+mod activation;
+mod attention;
+mod precision;
+
+pub use activation::{gelu_tanh, quick_gelu};
+pub use attention::{SCORE_BUDGET, attention, attention_f32};
+pub use precision::in_f32;
