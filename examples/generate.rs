@@ -35,6 +35,14 @@ struct Args {
     /// A Hugging Face Hub repository id, e.g. black-forest-labs/FLUX.1-schnell.
     #[arg(long)]
     repo: Option<String>,
+    /// The transformer from this file instead of the folder's: a `.safetensors` (BFL, ComfyUI,
+    /// fp8) or a `.gguf` (city96's / stable-diffusion.cpp's quantized FLUX files).
+    #[arg(long)]
+    transformer: Option<PathBuf>,
+    /// The T5 encoder from this file instead of the folder's (`.safetensors`, or a T5 encoder
+    /// `.gguf` in llama.cpp's names).
+    #[arg(long)]
+    t5: Option<PathBuf>,
     /// Image width (a multiple of 16).
     #[arg(long, default_value_t = 1024)]
     width: usize,
@@ -149,8 +157,14 @@ fn main() -> ExitCode {
 fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let files = match (&args.model_dir, &args.repo) {
-        (Some(dir), _) => ModelFiles::from_dir(dir).map_err(|e| e.to_string())?,
-        (None, Some(repo)) => flux::hub::download(repo, None).map_err(|e| e.to_string())?,
+        (Some(dir), _) => ModelFiles::from_dir_with(dir, args.transformer.clone(), args.t5.clone())
+            .map_err(|e| e.to_string())?,
+        (None, Some(repo)) => {
+            let mut files = flux::hub::download(repo, None).map_err(|e| e.to_string())?;
+            files.transformer = args.transformer.clone().unwrap_or(files.transformer);
+            files.t5 = args.t5.clone().unwrap_or(files.t5);
+            files
+        }
         (None, None) => {
             return Err(
                 "no weights: pass --model-dir DIR (a FLUX.1 folder in the Hugging Face \

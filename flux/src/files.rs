@@ -50,6 +50,20 @@ impl ModelFiles {
     /// # Errors
     /// [`Error::MissingFiles`] listing every part that is absent, with what to download.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_dir_with(dir, None, None)
+    }
+
+    /// [`ModelFiles::from_dir`] with the transformer and/or T5 taken from the given files
+    /// instead (e.g. city96's `flux1-dev-Q4_0.gguf` and `t5-v1_1-xxl-encoder-Q8_0.gguf` with
+    /// the rest of a FLUX.1 folder): those parts need not be in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::MissingFiles`] listing every part that is absent, the given files included.
+    pub fn from_dir_with(
+        dir: impl AsRef<Path>,
+        transformer: Option<PathBuf>,
+        t5: Option<PathBuf>,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
             return Err(Error::MissingFiles {
@@ -58,6 +72,11 @@ impl ModelFiles {
             });
         }
         let mut missing = Vec::new();
+        for given in transformer.iter().chain(&t5) {
+            if !given.exists() {
+                missing.push(given.display().to_string());
+            }
+        }
         let mut first = |candidates: &[&str]| -> PathBuf {
             let found = candidates.iter().map(|c| dir.join(c)).find(|p| p.exists());
             found.unwrap_or_else(|| {
@@ -65,14 +84,16 @@ impl ModelFiles {
                 dir.join(candidates[0])
             })
         };
-        let transformer = first(&[
-            "transformer",
-            "flux1-dev.safetensors",
-            "flux1-schnell.safetensors",
-        ]);
+        let transformer = transformer.unwrap_or_else(|| {
+            first(&[
+                "transformer",
+                "flux1-dev.safetensors",
+                "flux1-schnell.safetensors",
+            ])
+        });
         let vae = first(&["vae", "ae.safetensors"]);
         let clip = first(&["text_encoder"]);
-        let t5 = first(&["text_encoder_2"]);
+        let t5 = t5.unwrap_or_else(|| first(&["text_encoder_2"]));
         let t5_tokenizer = first(&["tokenizer_2/tokenizer.json"]);
         let tok = dir.join("tokenizer");
         let clip_tokenizer = if tok.join("tokenizer.json").is_file() {

@@ -1,6 +1,8 @@
 //! T5 v1.1 encoder hyper-parameters: presets, `config.json`, inference from tensor shapes.
 
 use flux_io::Weights;
+
+use super::names::T5Names;
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -120,30 +122,33 @@ impl T5Config {
     /// A missing-key error naming the tensor the shapes are read from; [`Error::Unsupported`]
     /// for T5 v1.0 checkpoints (`DenseReluDense.wi` instead of `wi_0` / `wi_1`).
     pub fn infer(weights: &Weights) -> Result<Self> {
-        let embed = if weights.contains("shared.weight") {
+        let names = T5Names::detect(weights);
+        let shape = |key: &str| -> Result<[usize; 2]> {
+            let key = names.key(key);
+            dims2(&weights.shape(&key)?, &key)
+        };
+        let embed = if weights.contains(&names.key("shared.weight")) {
             "shared.weight"
         } else {
             "encoder.embed_tokens.weight"
         };
-        let [vocab_size, d_model] = dims2(&weights.shape(embed)?, embed)?;
+        let [vocab_size, d_model] = shape(embed)?;
         let ff = "encoder.block.0.layer.1.DenseReluDense";
         if weights.contains(&format!("{ff}.wi.weight")) {
             return Err(Error::Unsupported(
                 "T5 v1.0 checkpoint (non-gated `DenseReluDense.wi`): FLUX uses T5 v1.1".into(),
             ));
         }
-        let bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
-        let [buckets, num_heads] = dims2(&weights.shape(bias)?, bias)?;
-        let q = "encoder.block.0.layer.0.SelfAttention.q.weight";
-        let [inner, _] = dims2(&weights.shape(q)?, q)?;
-        let wi = format!("{ff}.wi_0.weight");
-        let [d_ff, _] = dims2(&weights.shape(&wi)?, &wi)?;
+        let [buckets, num_heads] =
+            shape("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")?;
+        let [inner, _] = shape("encoder.block.0.layer.0.SelfAttention.q.weight")?;
+        let [d_ff, _] = shape(&format!("{ff}.wi_0.weight"))?;
         let config = Self {
             vocab_size,
             d_model,
             d_kv: inner / num_heads.max(1),
             d_ff,
-            num_layers: weights.count_indexed("encoder.block."),
+            num_layers: weights.count_indexed(names.block_prefix()),
             num_heads,
             relative_attention_num_buckets: buckets,
             ..Self::xxl()

@@ -1,20 +1,24 @@
 //! Loading a T5 encoder from the layouts users have: the FLUX.1 repository's
-//! `text_encoder_2/` folder (sharded, `config.json`) and ComfyUI's single `t5xxl_*.safetensors`
-//! files (f16, bf16, fp8 e4m3fn, scaled fp8). Both use transformers' `T5EncoderModel` keys.
+//! `text_encoder_2/` folder (sharded, `config.json`), ComfyUI's single `t5xxl_*.safetensors`
+//! files (f16, bf16, fp8 e4m3fn, scaled fp8), both in transformers' `T5EncoderModel` keys, and
+//! T5 encoder GGUF files in llama.cpp's names (city96's `t5-v1_1-xxl-encoder-*.gguf`).
 
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use flux_io::{Checkpoint, KeyMap, LoadConfig, LoadOptions, Source, Weights, load_module};
 
+use super::names::T5Names;
 use super::{T5Config, T5Encoder, T5Precision};
 use crate::Result;
 
 /// The tied embedding is stored as `shared.weight` (transformers' `save_pretrained`), as
 /// `encoder.embed_tokens.weight`, or as both (some single-file exports): one is read, the
 /// other ignored.
+/// llama.cpp's GGUF names map onto transformers' ([`T5Names`]).
 struct T5Keys {
     embedding: &'static str,
+    names: T5Names,
 }
 
 impl T5Keys {
@@ -24,7 +28,10 @@ impl T5Keys {
         } else {
             "encoder.embed_tokens.weight"
         };
-        Self { embedding }
+        Self {
+            embedding,
+            names: T5Names::detect(weights),
+        }
     }
 }
 
@@ -40,13 +47,13 @@ const RENAMES: [(&str, &str); 4] = [
 impl KeyMap for T5Keys {
     fn source(&self, path: &str) -> Source {
         if path == "shared.weight" {
-            return Source::Key(self.embedding.to_string());
+            return Source::Key(self.names.key(self.embedding));
         }
         let key = RENAMES
             .iter()
             .find(|(from, _)| path.contains(from))
             .map_or_else(|| path.to_string(), |(from, to)| path.replacen(from, to, 1));
-        Source::Key(key)
+        Source::Key(self.names.key(&key))
     }
 
     fn ignored(&self, key: &str) -> bool {
@@ -54,8 +61,9 @@ impl KeyMap for T5Keys {
     }
 }
 
-/// Loads a T5 v1.1 encoder from a `.safetensors` file, an HF folder (sharded or not), or a
-/// FLUX.1 pipeline folder (its `text_encoder_2/`).
+/// Loads a T5 v1.1 encoder from a `.safetensors` file, a T5 encoder `.gguf` file (llama.cpp
+/// names, every GGUF block type, dequantized to the parameters' dtype as it loads), an HF
+/// folder (sharded or not), or a FLUX.1 pipeline folder (its `text_encoder_2/`).
 ///
 /// The config comes from `config.json` when there is one, from the tensor shapes otherwise.
 /// Weights are converted to the device's default float dtype; the half-precision policy is
@@ -82,6 +90,15 @@ pub fn load_t5_with<B: Backend>(
 ) -> Result<T5Encoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("text_encoder_2"))?;
     let weights = checkpoint.weights();
+    if let Some(arch) = weights
+        .gguf_architecture()
+        .filter(|a| !matches!(*a, "t5" | "t5encoder"))
+    {
+        return Err(flux_io::Error::UnknownLayout(format!(
+            "a GGUF file of architecture `{arch}`, not a T5 encoder (`t5encoder`)"
+        ))
+        .into());
+    }
     let config = match options.config {
         Some(config) => config,
         None => match checkpoint.config::<T5Config>()? {

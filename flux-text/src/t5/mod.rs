@@ -5,6 +5,7 @@ mod config;
 mod encoder;
 mod layers;
 mod load;
+mod names;
 
 pub use config::T5Config;
 pub(crate) use encoder::check_ids;

@@ -192,3 +192,32 @@ fn fp8_e4m3fn_single_file_matches() {
     );
     assert!(err <= 1e-4);
 }
+
+/// T5 encoder GGUFs in llama.cpp's names (city96's files), quantized by gguf-py, against
+/// transformers on gguf-py's dequantized weights (scripts/reference/gen_gguf_t5.py).
+#[test]
+fn gguf_in_llama_cpp_names() {
+    let device = Default::default();
+    for ty in ["q8_0", "q4_0"] {
+        let model = load_t5::<Nd>(fixture(&format!("t5_gguf/{ty}.gguf")), &device).unwrap();
+        assert_eq!(model.config().num_layers, 2);
+        let out = model.forward(ids::<Nd>("t5_io.safetensors", "ids", &device));
+        let err = max_abs_err(
+            out.clone(),
+            &read("t5_gguf/expected.safetensors", &format!("hidden_{ty}")),
+        );
+        let cost = max_abs_err(out, &read("t5_io.safetensors", "hidden"));
+        println!(
+            "T5 {ty}.gguf: max abs err {err:.3e} vs transformers on the dequantized weights, \
+             {cost:.3e} vs the f32 model"
+        );
+        assert!(err <= 1e-4, "{ty}: {err}");
+    }
+    // A FLUX GGUF is not a T5 encoder.
+    let flux = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../flux-core/tests/fixtures/dev_tiny/gguf/q8_0.gguf"
+    );
+    let err = load_t5::<Nd>(flux, &device).unwrap_err();
+    assert!(err.to_string().contains("`flux`"), "{err}");
+}
