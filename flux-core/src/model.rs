@@ -115,7 +115,10 @@ impl<B: Backend> Flux<B> {
     ///
     /// # Panics
     /// On inconsistent shapes or a missing guidance for a guidance-distilled model; use
-    /// [`Flux::try_forward`] to get an [`Error`] instead.
+    /// [`Flux::try_forward`] to get an [`Error`] instead. Why a pair: `forward` keeps the
+    /// reference's signature and burn's module convention (infallible, panics on misuse),
+    /// which callers and the workspace's public entry points rely on; `try_forward` is the
+    /// same computation for inputs that come from outside the program.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,

@@ -26,6 +26,17 @@ pub struct LoadConfig<C> {
     pub dtype: Option<DType>,
 }
 
+impl<C> LoadConfig<C> {
+    /// The [`LoadOptions`] a model crate loads with: this dtype, and every stored tensor
+    /// accounted for (unexpected ones are an error).
+    pub fn strict(&self) -> LoadOptions {
+        LoadOptions {
+            dtype: self.dtype,
+            deny_unexpected: true,
+        }
+    }
+}
+
 impl<C> Default for LoadConfig<C> {
     fn default() -> Self {
         Self {

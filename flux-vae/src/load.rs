@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, Source, Weights, load_module};
 
 use crate::keymap::{BflKeys, DiffusersKeys, Layout};
 use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
@@ -39,6 +39,7 @@ pub fn load_with<B: Backend>(
 ) -> Result<AutoEncoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("vae"))?;
     let weights = checkpoint.weights();
+    let load = options.strict();
     let map = key_map(weights);
     let config = match options.config {
         Some(config) => config,
@@ -51,10 +52,6 @@ pub fn load_with<B: Backend>(
         }
     };
     config.validate()?;
-    let load = LoadOptions {
-        dtype: options.dtype,
-        deny_unexpected: true,
-    };
     Ok(load_module(
         config.init::<B>(device),
         weights,

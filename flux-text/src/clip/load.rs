@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadConfig, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, Weights, load_module};
 
 use super::{ClipConfig, ClipTextEncoder};
 use crate::Result;
@@ -73,6 +73,7 @@ pub fn load_clip_with<B: Backend>(
 ) -> Result<ClipTextEncoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("text_encoder"))?;
     let weights = checkpoint.weights();
+    let load = options.strict();
     let config = match options.config {
         Some(config) => config,
         None => match checkpoint.config::<serde_json::Value>()? {
@@ -83,10 +84,6 @@ pub fn load_clip_with<B: Backend>(
     config.validate()?;
     let keys = ClipKeys {
         prefixed: is_prefixed(weights),
-    };
-    let load = LoadOptions {
-        dtype: options.dtype,
-        deny_unexpected: true,
     };
     Ok(load_module(
         config.init::<B>(device),

@@ -233,7 +233,8 @@ impl<B: Backend> ClipTextEncoder<B> {
     ///
     /// # Panics
     /// On an empty input, ids outside the vocabulary or a sequence longer than the position
-    /// table; [`ClipTextEncoder::try_forward`] returns an error instead.
+    /// table; [`ClipTextEncoder::try_forward`] returns an error instead (the pair of
+    /// `flux_core::Flux`: `forward` keeps burn's infallible module signature).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> ClipOutput<B> {
         match self.try_forward(ids) {
             Ok(out) => out,

@@ -146,7 +146,8 @@ impl<B: Backend> T5Encoder<B> {
     ///
     /// # Panics
     /// On an empty input or ids outside the vocabulary; [`T5Encoder::try_forward`] returns
-    /// an error instead.
+    /// an error instead (the same pair as `flux_core::Flux`, for the same reason: `forward`
+    /// keeps burn's infallible module signature).
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         match self.try_forward(ids) {
             Ok(out) => out,

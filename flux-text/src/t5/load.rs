@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadConfig, LoadOptions, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, Weights, load_module};
 
 use super::names::T5Names;
 use super::{T5Config, T5Encoder, T5Precision};
@@ -90,6 +90,7 @@ pub fn load_t5_with<B: Backend>(
 ) -> Result<T5Encoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("text_encoder_2"))?;
     let weights = checkpoint.weights();
+    let load = options.strict();
     if let Some(arch) = weights
         .gguf_architecture()
         .filter(|a| !matches!(*a, "t5" | "t5encoder"))
@@ -108,10 +109,6 @@ pub fn load_t5_with<B: Backend>(
     };
     config.validate()?;
     let keys = T5Keys::new(weights);
-    let load = LoadOptions {
-        dtype: options.dtype,
-        deny_unexpected: true,
-    };
     let model = load_module(config.init::<B>(device), weights, &keys, device, load)?;
     Ok(model.with_precision(T5Precision::F32Residual))
 }
