@@ -321,20 +321,12 @@ fn choose_memory(args: &Args, files: &ModelFiles) -> Result<(DType, MemoryMode),
             "unknown: a GPU's memory cannot be read here, pass --available-memory",
         ),
     };
-    let sizes = ModelSizes::read(files).map_err(|e| e.to_string())?;
-    let plan = match memory {
-        Some(memory) => {
-            let dtype = dtypes[0];
-            let peak_bytes = sizes.peak_bytes(dtype, memory);
-            MemoryPlan {
-                dtype,
-                memory,
-                peak_bytes,
-                fits: peak_bytes <= available,
-            }
-        }
-        None => MemoryPlan::choose(&sizes, available, &dtypes),
+    let memories = match memory {
+        Some(memory) => vec![memory],
+        None => vec![MemoryMode::Resident, MemoryMode::Sequential],
     };
+    let sizes = ModelSizes::read(files).map_err(|e| e.to_string())?;
+    let plan = MemoryPlan::choose(&sizes, available, &dtypes, &memories);
     let memory_text = if available == u64::MAX {
         format!("memory {source}")
     } else {

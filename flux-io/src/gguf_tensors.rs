@@ -4,6 +4,7 @@
 use burn::tensor::TensorData;
 
 use crate::gguf::{GgmlType, GgufFile};
+use crate::safetensors_file::le_words;
 use crate::weights::TensorMeta;
 use crate::{Error, Result};
 
@@ -64,26 +65,10 @@ pub(crate) fn data(file: &GgufFile, key: &str) -> Result<TensorData> {
             dtype: format!("GGUF {}", info.type_name()),
         });
     };
-    let words = |n: usize| bytes.chunks_exact(n);
     Ok(match ty {
-        GgmlType::F32 => TensorData::new(
-            words(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect::<Vec<f32>>(),
-            shape,
-        ),
-        GgmlType::F16 => TensorData::new(
-            words(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-                .collect::<Vec<_>>(),
-            shape,
-        ),
-        GgmlType::BF16 => TensorData::new(
-            words(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
-                .collect::<Vec<_>>(),
-            shape,
-        ),
+        GgmlType::F32 => TensorData::new(le_words(bytes, f32::from_le_bytes), shape),
+        GgmlType::F16 => TensorData::new(le_words(bytes, half::f16::from_le_bytes), shape),
+        GgmlType::BF16 => TensorData::new(le_words(bytes, half::bf16::from_le_bytes), shape),
         _ => TensorData::new(file.dequantize(key)?, shape),
     })
 }

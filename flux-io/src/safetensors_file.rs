@@ -130,7 +130,7 @@ impl SafetensorsFile {
 }
 
 /// Decodes little-endian words of `N` bytes (an aligned copy: the map gives no alignment).
-fn le_words<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+pub(crate) fn le_words<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
     bytes
         .chunks_exact(N)
         .map(|c| f(c.try_into().expect("chunks_exact yields N bytes")))

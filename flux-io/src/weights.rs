@@ -197,6 +197,21 @@ impl Weights {
             StoredFile::Safetensors(_) => None,
         })
     }
+
+    /// Checks that a GGUF checkpoint is of one of the `accepted` architectures (a safetensors
+    /// checkpoint, which records none, passes).
+    ///
+    /// # Errors
+    /// [`Error::UnknownLayout`] naming the file's architecture and `model`, what was expected.
+    pub fn expect_gguf_architecture(&self, accepted: &[&str], model: &str) -> Result<()> {
+        match self.gguf_architecture() {
+            Some(arch) if !accepted.contains(&arch) => Err(Error::UnknownLayout(format!(
+                "a GGUF file of architecture `{arch}`, not a {model} (`{}`)",
+                accepted.join("`, `")
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The shard files of a folder: those named by an index file, else every `*.safetensors`.

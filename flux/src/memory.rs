@@ -31,22 +31,25 @@ impl ModelSizes {
     /// # Errors
     /// [`crate::Error::Load`] when a checkpoint cannot be opened.
     pub fn read(files: &ModelFiles) -> Result<Self> {
-        let count = |path: &std::path::Path, only: &dyn Fn(&str) -> bool| -> Result<u64> {
-            let checkpoint = flux_io::Checkpoint::open(path, None)?;
+        let open = |path: &std::path::Path| flux_io::Checkpoint::open(path, None);
+        let params = |checkpoint: &flux_io::Checkpoint, only: &dyn Fn(&str) -> bool| -> u64 {
             let weights = checkpoint.weights();
-            Ok(weights
+            weights
                 .keys()
                 .filter(|k| only(k))
                 .filter_map(|k| weights.meta(k))
                 .map(|m| m.shape.iter().product::<usize>() as u64)
-                .sum())
+                .sum()
         };
+        let all = |_: &str| true;
+        let wo = |k: &str| k.contains("DenseReluDense.wo.");
+        let t5 = open(&files.t5)?;
         Ok(Self {
-            transformer: count(&files.transformer, &|_| true)?,
-            t5: count(&files.t5, &|_| true)?,
-            t5_wo: count(&files.t5, &|k| k.contains("DenseReluDense.wo."))?,
-            clip: count(&files.clip, &|_| true)?,
-            vae: count(&files.vae, &|_| true)?,
+            transformer: params(&open(&files.transformer)?, &all),
+            t5: params(&t5, &all),
+            t5_wo: params(&t5, &wo),
+            clip: params(&open(&files.clip)?, &all),
+            vae: params(&open(&files.vae)?, &all),
         })
     }
 
@@ -93,16 +96,25 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     /// The first of these choices whose estimated peak fits in `available` bytes, in the
-    /// order of preference (most exact and fastest first): each of `dtypes` resident, then
-    /// sequential. When none fits, the smallest one, with `fits: false`.
+    /// order of preference (most exact and fastest first): each of `dtypes` in each of
+    /// `memories`. When none fits, the smallest one, with `fits: false`.
     ///
     /// `dtypes` are the float types the device runs well, in preference order (a CPU: f32
-    /// then bf16; CUDA: bf16; wgpu: f16).
+    /// then bf16; CUDA: bf16; wgpu: f16); `memories` the modes to consider (resident, then
+    /// sequential; or the one a user asked for).
     ///
     /// # Panics
-    /// If `dtypes` is empty.
-    pub fn choose(sizes: &ModelSizes, available: u64, dtypes: &[DType]) -> Self {
-        assert!(!dtypes.is_empty(), "at least one dtype to choose from");
+    /// If `dtypes` or `memories` is empty.
+    pub fn choose(
+        sizes: &ModelSizes,
+        available: u64,
+        dtypes: &[DType],
+        memories: &[MemoryMode],
+    ) -> Self {
+        assert!(
+            !dtypes.is_empty() && !memories.is_empty(),
+            "at least one dtype and memory mode to choose from"
+        );
         let plan = |dtype: DType, memory| {
             let peak_bytes = sizes.peak_bytes(dtype, memory);
             Self {
@@ -112,9 +124,9 @@ impl MemoryPlan {
                 fits: peak_bytes <= available,
             }
         };
-        let candidates = dtypes.iter().flat_map(|&dtype| {
-            [MemoryMode::Resident, MemoryMode::Sequential].map(move |memory| (dtype, memory))
-        });
+        let candidates = dtypes
+            .iter()
+            .flat_map(|&dtype| memories.iter().map(move |&memory| (dtype, memory)));
         let plans: Vec<Self> = candidates.map(|(d, m)| plan(d, m)).collect();
         plans.iter().find(|p| p.fits).cloned().unwrap_or_else(|| {
             plans
@@ -160,20 +172,21 @@ mod tests {
     #[test]
     fn the_choice_follows_the_memory() {
         let cpu = [DType::F32, DType::BF16];
-        let big = MemoryPlan::choose(&SCHNELL, 128 * GB, &cpu);
+        let both = [MemoryMode::Resident, MemoryMode::Sequential];
+        let big = MemoryPlan::choose(&SCHNELL, 128 * GB, &cpu, &both);
         assert_eq!((big.dtype, big.memory), (DType::F32, MemoryMode::Resident));
-        let m64 = MemoryPlan::choose(&SCHNELL, 64 * GB, &cpu);
+        let m64 = MemoryPlan::choose(&SCHNELL, 64 * GB, &cpu, &both);
         assert_eq!(
             (m64.dtype, m64.memory),
             (DType::F32, MemoryMode::Sequential)
         );
-        let m32 = MemoryPlan::choose(&SCHNELL, 32 * GB, &cpu);
+        let m32 = MemoryPlan::choose(&SCHNELL, 32 * GB, &cpu, &both);
         assert_eq!(
             (m32.dtype, m32.memory),
             (DType::BF16, MemoryMode::Sequential)
         );
         assert!(m32.fits);
-        let m24 = MemoryPlan::choose(&SCHNELL, 24 * GB, &cpu);
+        let m24 = MemoryPlan::choose(&SCHNELL, 24 * GB, &cpu, &both);
         assert_eq!(
             (m24.dtype, m24.memory),
             (DType::BF16, MemoryMode::Sequential)

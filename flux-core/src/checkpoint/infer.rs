@@ -21,7 +21,7 @@ fn shape(weights: &Weights, layout: &CheckpointLayout, path: &str) -> Option<Vec
     Some(total)
 }
 
-/// Infers the config of the FLUX transformer in `weights`.
+/// Infers the config of the FLUX transformer in `checkpoint`.
 ///
 /// Widths, depths, head count (from the q/k norm width), MLP ratio, qkv bias and guidance are
 /// read from tensor shapes. The RoPE split cannot be: it is taken from the checkpoint's
@@ -31,10 +31,10 @@ fn shape(weights: &Weights, layout: &CheckpointLayout, path: &str) -> Option<Vec
 /// [`Error::MissingKeys`] when a tensor needed for inference is absent,
 /// [`Error::InvalidConfig`] when the shapes are inconsistent or no RoPE split fits.
 pub(crate) fn infer_config(
-    weights: &Weights,
-    layout: &CheckpointLayout,
     checkpoint: &Checkpoint,
+    layout: &CheckpointLayout,
 ) -> Result<FluxConfig> {
+    let weights = checkpoint.weights();
     let need = |path: &str| {
         shape(weights, layout, path)
             .ok_or_else(|| flux_io::Error::MissingKeys(vec![path.to_string()]))

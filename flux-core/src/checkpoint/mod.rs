@@ -37,11 +37,7 @@ impl CheckpointLayout {
     /// [`flux_io::Error::UnknownLayout`] listing a few of the keys found.
     pub fn detect(weights: &Weights) -> flux_io::Result<Self> {
         const COMFY: &str = "model.diffusion_model.";
-        if let Some(arch) = weights.gguf_architecture().filter(|a| *a != "flux") {
-            return Err(flux_io::Error::UnknownLayout(format!(
-                "a GGUF file of architecture `{arch}`, not a FLUX transformer (`flux`)"
-            )));
-        }
+        weights.expect_gguf_architecture(&["flux"], "FLUX transformer")?;
         if weights.contains(&format!("{COMFY}img_in.weight")) {
             return Ok(Self::Bfl {
                 prefix: COMFY.into(),
@@ -118,7 +114,7 @@ pub fn load_with<B: Backend>(
             config.validate()?;
             config
         }
-        None => infer_config(weights, &layout, &checkpoint)?,
+        None => infer_config(&checkpoint, &layout)?,
     };
     let mut model = config.init::<B>(device);
     let offload = options.offload_blocks;
@@ -176,5 +172,5 @@ fn load_to_host<B: Backend, M: Module<B>>(
 pub fn read_config(path: impl AsRef<Path>) -> Result<FluxConfig> {
     let checkpoint = Checkpoint::open(path, Some("transformer"))?;
     let layout = CheckpointLayout::detect(checkpoint.weights())?;
-    infer_config(checkpoint.weights(), &layout, &checkpoint)
+    infer_config(&checkpoint, &layout)
 }

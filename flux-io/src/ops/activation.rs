@@ -19,8 +19,7 @@ use crate::kernels::host::{gelu_tanh_in_place, map_host_f32, quick_gelu_in_place
 /// - x: any -> same
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if runs_host_kernels(&x) {
-        let unit = x.dims()[D - 1];
-        return map_host_f32(x, unit, host_threads::<B>(), |_, v| gelu_tanh_in_place(v)).0;
+        return on_host(x, gelu_tanh_in_place);
     }
     // -2u = x * (C1 + C3 x^2) with C1 = -2 sqrt(2/pi), C3 = 0.044715 C1.
     const C1: f64 = -2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
@@ -35,8 +34,13 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// - x: any -> same
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if runs_host_kernels(&x) {
-        let unit = x.dims()[D - 1];
-        return map_host_f32(x, unit, host_threads::<B>(), |_, v| quick_gelu_in_place(v)).0;
+        return on_host(x, quick_gelu_in_place);
     }
     x.clone() * sigmoid(x * 1.702)
+}
+
+/// An elementwise host kernel over `x`'s rows, split over the host threads.
+fn on_host<B: Backend, const D: usize>(x: Tensor<B, D>, kernel: fn(&mut [f32])) -> Tensor<B, D> {
+    let unit = x.dims()[D - 1];
+    map_host_f32(x, unit, host_threads::<B>(), |_, v| kernel(v)).0
 }

@@ -91,15 +91,7 @@ pub fn load_t5_with<B: Backend>(
     let checkpoint = Checkpoint::open(path, Some("text_encoder_2"))?;
     let weights = checkpoint.weights();
     let load = options.strict();
-    if let Some(arch) = weights
-        .gguf_architecture()
-        .filter(|a| !matches!(*a, "t5" | "t5encoder"))
-    {
-        return Err(flux_io::Error::UnknownLayout(format!(
-            "a GGUF file of architecture `{arch}`, not a T5 encoder (`t5encoder`)"
-        ))
-        .into());
-    }
+    weights.expect_gguf_architecture(&["t5encoder", "t5"], "T5 encoder")?;
     let config = match options.config {
         Some(config) => config,
         None => match checkpoint.config::<T5Config>()? {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::common::{B, fixture, io, max_abs, seeded};
+use crate::common::{B, fixture, fixture_tensor, io, max_abs, seeded};
 use burn::tensor::Tensor;
 use flux_vae::{TileConfig, Tiling};
 
@@ -110,10 +110,7 @@ fn tiled_matches_the_reference_tiling() {
         overlap: 2,
     };
     let vae = vae(Tiling::Always(tiles));
-    let read = |key: &str| -> Tensor<B, 4> {
-        let w = flux_io::Weights::open(fixture("tiled.safetensors")).unwrap();
-        Tensor::from_data(w.data(key).unwrap(), &device)
-    };
+    let read = |key: &str| fixture_tensor::<B>("tiled.safetensors", key, &device);
     let dec = max_abs(vae.decode(read("latents")).unwrap(), read("decoded"));
     let enc = max_abs(vae.encode(read("image")).unwrap(), read("encoded"));
     eprintln!("tiled vs reference tiling: decode max abs err {dec:.3e}, encode {enc:.3e}");

@@ -17,7 +17,16 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A tensor of `io.safetensors`.
 pub fn io<Bk: burn::tensor::backend::Backend>(key: &str, device: &Bk::Device) -> Tensor<Bk, 4> {
-    let w = Weights::open(fixture("io.safetensors")).unwrap();
+    fixture_tensor("io.safetensors", key, device)
+}
+
+/// Tensor `key` of the fixture file `file`, as f32.
+pub fn fixture_tensor<Bk: burn::tensor::backend::Backend>(
+    file: &str,
+    key: &str,
+    device: &Bk::Device,
+) -> Tensor<Bk, 4> {
+    let w = Weights::open(fixture(file)).unwrap();
     Tensor::from_data(w.data(key).unwrap().convert::<f32>(), device)
 }
 
