@@ -5,25 +5,25 @@
 //! Naming those types needs their cargo features, so each check exists only where its
 //! backend is compiled in (`flex`, `ndarray` features of this crate, set by the facade).
 
-use std::any::TypeId;
-
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 /// Whether `B` is burn-flex with f32 floats, whose tensors hand their buffer to the host and
 /// back without a copy.
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
 fn is_flex<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
-    if TypeId::of::<B>() == TypeId::of::<burn::backend::Flex>() {
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Flex>() {
         return true;
     }
     false
 }
 
 /// Whether `B` is burn-ndarray (f32 floats).
+#[cfg_attr(not(feature = "ndarray"), allow(clippy::extra_unused_type_parameters))]
 fn is_ndarray<B: Backend>() -> bool {
     #[cfg(feature = "ndarray")]
-    if TypeId::of::<B>() == TypeId::of::<burn::backend::NdArray>() {
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::NdArray>() {
         return true;
     }
     false
