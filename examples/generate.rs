@@ -37,11 +37,11 @@ struct Args {
     repo: Option<String>,
     /// The transformer from this file instead of the folder's: a `.safetensors` (BFL, ComfyUI,
     /// fp8) or a `.gguf` (city96's / stable-diffusion.cpp's quantized FLUX files).
-    #[arg(long)]
+    #[arg(long, requires = "model_dir", conflicts_with = "repo")]
     transformer: Option<PathBuf>,
     /// The T5 encoder from this file instead of the folder's (`.safetensors`, or a T5 encoder
     /// `.gguf` in llama.cpp's names).
-    #[arg(long)]
+    #[arg(long, requires = "model_dir", conflicts_with = "repo")]
     t5: Option<PathBuf>,
     /// Image width (a multiple of 16).
     #[arg(long, default_value_t = 1024)]
@@ -159,12 +159,9 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     let files = match (&args.model_dir, &args.repo) {
         (Some(dir), _) => ModelFiles::from_dir_with(dir, args.transformer.clone(), args.t5.clone())
             .map_err(|e| e.to_string())?,
-        (None, Some(repo)) => {
-            let mut files = flux::hub::download(repo, None).map_err(|e| e.to_string())?;
-            files.transformer = args.transformer.clone().unwrap_or(files.transformer);
-            files.t5 = args.t5.clone().unwrap_or(files.t5);
-            files
-        }
+        // `--transformer`/`--t5` require `--model-dir`: with `--repo` the hub download would
+        // fetch the replaced parts (24 GB for a transformer) only to ignore them.
+        (None, Some(repo)) => flux::hub::download(repo, None).map_err(|e| e.to_string())?,
         (None, None) => {
             return Err(
                 "no weights: pass --model-dir DIR (a FLUX.1 folder in the Hugging Face \

@@ -42,7 +42,8 @@ impl ModelSizes {
                 .sum()
         };
         let all = |_: &str| true;
-        let wo = |k: &str| k.contains("DenseReluDense.wo.");
+        // `wo` in both spellings T5 checkpoints use (transformers', llama.cpp's GGUF names).
+        let wo = |k: &str| k.contains("DenseReluDense.wo.") || k.contains(".ffn_down.");
         let t5 = open(&files.t5)?;
         Ok(Self {
             transformer: params(&open(&files.transformer)?, &all),
@@ -201,5 +202,24 @@ mod tests {
     fn half_t5_keeps_wo_in_f32() {
         let [_, t5, _, _] = SCHNELL.bytes(DType::BF16);
         assert_eq!(t5, (SCHNELL.t5 - SCHNELL.t5_wo) * 2 + SCHNELL.t5_wo * 4);
+    }
+
+    #[test]
+    fn t5_wo_is_counted_in_both_spellings() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = root.join("flux-text/tests/fixtures");
+        let files = |t5: std::path::PathBuf| ModelFiles {
+            transformer: root.join("flux-core/tests/fixtures/dev_tiny/bfl.safetensors"),
+            vae: root.join("flux-vae/tests/fixtures/ae_tiny.safetensors"),
+            clip: text.join("clip"),
+            t5,
+            clip_tokenizer: crate::ClipTokenizerFiles::Json(text.join("unused")),
+            t5_tokenizer: text.join("unused"),
+        };
+        let hf = ModelSizes::read(&files(text.join("t5"))).unwrap();
+        let gguf = ModelSizes::read(&files(text.join("t5_gguf/q8_0.gguf"))).unwrap();
+        // Two layers of `wo` [32, 64] in the tiny T5, under transformers' and llama.cpp's names.
+        assert_eq!(hf.t5_wo, 2 * 32 * 64);
+        assert_eq!((gguf.t5, gguf.t5_wo), (hf.t5, hf.t5_wo));
     }
 }
