@@ -1,9 +1,10 @@
 //! One denoising step of the transformer at a benchmark size: the model, random inputs, and
 //! the rotary tables computed once, as a sampler does (`Flux::rope` + `try_forward_with_rope`).
 
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
-use flux_core::{Flux, RopeTable};
+use burn::tensor::{Distribution, FloatDType, Tensor};
+use flux_core::{Flux, QuantType, RopeTable};
 
 use crate::sizes::Size;
 
@@ -42,6 +43,67 @@ impl<B: Backend> Step<B> {
             guidance: Tensor::from_floats([3.5], device),
             model,
         })
+    }
+
+    /// The same step with every parameter cast to `dtype` (as loading with that dtype does;
+    /// the random weights are drawn in f32 one parameter at a time, then cast).
+    #[must_use]
+    #[allow(dead_code)]
+    pub fn cast(mut self, dtype: FloatDType) -> Self {
+        struct Cast(FloatDType);
+        impl<B: Backend> ModuleMapper<B> for Cast {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                param.map(|t| t.cast(self.0))
+            }
+        }
+        self.model = self.model.map(&mut Cast(dtype));
+        self
+    }
+
+    /// The same step with every parameter replaced by a cheap deterministic stand-in in
+    /// `dtype`: a 2-d weight is the outer product of a random column and a random row
+    /// (scaled by `1/sqrt(rows)`), a 1-d one a random vector. Same shapes and costs as the
+    /// drawn weights, without a random kernel over every element (for GPUs: a whole-size
+    /// random draw per weight is slow or, on some runtimes, fails to launch).
+    #[must_use]
+    #[allow(dead_code)]
+    pub fn filled(mut self, dtype: FloatDType) -> Self {
+        struct Fill(FloatDType);
+        impl<B: Backend> ModuleMapper<B> for Fill {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let shape = param.lazy_shape();
+                let device = param.lazy_device();
+                let dims = shape.dims::<D>();
+                let rows = dims[0];
+                let cols: usize = dims[1..].iter().product();
+                let u = Distribution::Uniform(-1.0, 1.0);
+                let col = Tensor::<B, 2>::random([rows, 1], u, &device);
+                let row = Tensor::<B, 2>::random([1, cols], u, &device);
+                let value = if D == 1 {
+                    col.reshape(shape)
+                } else {
+                    (col * row / (rows as f64).sqrt()).reshape(shape)
+                };
+                Param::initialized(param.id, value.cast(self.0))
+            }
+        }
+        self.model = self.model.map(&mut Fill(dtype));
+        self
+    }
+
+    /// The same step with the linear weights quantized to `ty` in memory
+    /// ([`flux_io::nn::quantize`]), as a quantized checkpoint loads.
+    #[must_use]
+    #[allow(dead_code)]
+    pub fn quantized(mut self, ty: QuantType) -> Self {
+        self.model = flux_io::nn::quantize(self.model, ty);
+        self
     }
 
     /// The same step with the model's blocks offloaded to host memory

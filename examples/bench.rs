@@ -24,8 +24,8 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::sizes::Size;
@@ -50,6 +50,17 @@ struct Args {
     /// Untimed runs first (the first one also initialises the lazy random weights).
     #[arg(long, global = true, default_value_t = 1)]
     warmup: usize,
+    /// Transformer: float dtype of the weights and activations (f32, bf16, f16).
+    #[arg(long, global = true, default_value = "f32")]
+    dtype: String,
+    /// Transformer: quantize the linear weights in memory (q8_0, q5_1, q5_0, q4_1, q4_0, fp8),
+    /// as a quantized checkpoint loads.
+    #[arg(long, global = true)]
+    quantize: Option<flux_core::QuantType>,
+    /// Transformer: stand-in weights made without a whole-size random draw per weight
+    /// (rank-1 products of random vectors; same shapes and step cost).
+    #[arg(long, global = true)]
+    fill: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +93,12 @@ enum BackendKind {
     Flex,
     /// burn-ndarray.
     Ndarray,
+    /// burn's CUDA backend (the `cuda` feature).
+    #[cfg(feature = "cuda")]
+    Cuda,
+    /// burn's wgpu backend (the `wgpu` feature): Vulkan, Metal or DX12.
+    #[cfg(feature = "wgpu")]
+    Wgpu,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +106,10 @@ fn main() -> ExitCode {
     let result = match args.backend {
         BackendKind::Flex => run::<burn::backend::Flex>(&args, &Default::default()),
         BackendKind::Ndarray => run::<burn::backend::NdArray<f32>>(&args, &Default::default()),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => run::<burn::backend::Cuda>(&args, &Default::default()),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => run::<burn::backend::Wgpu>(&args, &Default::default()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,11 +208,39 @@ fn transformer<B: Backend>(
         size.n_img(),
         size.n_txt
     );
+    let dtype = match args.dtype.as_str() {
+        "f32" => FloatDType::F32,
+        "bf16" => FloatDType::BF16,
+        "f16" => FloatDType::F16,
+        other => return Err(format!("--dtype {other}: one of f32, bf16, f16").into()),
+    };
     let start = Instant::now();
     let mut step = Step::<B>::new(size, device)?;
     println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     if construct_only {
         return Ok(());
+    }
+    if dtype != FloatDType::F32 || args.quantize.is_some() || args.fill {
+        let start = Instant::now();
+        step = if args.fill {
+            step.filled(dtype)
+        } else {
+            step.cast(dtype)
+        };
+        if let Some(ty) = args.quantize {
+            step = step.quantized(ty);
+        }
+        B::sync(device)?;
+        let bytes = flux_io::nn::ParamBytes::of(&step.model);
+        println!(
+            "weights {:?}{}: {:.2} GB ({:.2} GB packed in {} layers), prepared in {:.1} s",
+            dtype,
+            args.quantize.map(|q| format!(" {q}")).unwrap_or_default(),
+            bytes.total() as f64 / 1e9,
+            bytes.packed as f64 / 1e9,
+            bytes.packed_layers,
+            start.elapsed().as_secs_f64()
+        );
     }
     if offload_blocks {
         let start = Instant::now();

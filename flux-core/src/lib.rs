@@ -29,11 +29,14 @@ mod packing;
 mod rope;
 mod single_block;
 
-pub use checkpoint::{CheckpointLayout, LoadConfig, load, load_with, read_config};
+pub use checkpoint::{
+    CheckpointLayout, GgufSummary, LoadConfig, load, load_with, read_config, write_gguf,
+};
 pub use config::FluxConfig;
 pub use double_block::DoubleStreamBlock;
 pub use embed::timestep_embedding;
 pub use error::{Error, Result};
+pub use flux_io::quant::{QuantType, Quantization};
 pub use model::Flux;
 pub use packing::{check_image_size, img_ids, pack, txt_ids, unpack};
 pub use rope::{EmbedNd, RopeTable};

@@ -5,13 +5,16 @@
 //!   folder of shards, a diffusers pipeline folder's subfolder) with its `config.json`;
 //!   [`Weights`] is the memory-mapped tensors, read one at a time with dtype conversion (f32,
 //!   f16, bf16, f64, fp8 e4m3fn/e5m2, ComfyUI's scaled fp8; GGUF files ([`gguf`]) with every
-//!   legacy and K block type, dequantized on read for now).
+//!   legacy and K block type).
+//! - **Quantized weights** ([`quant`]): GGUF block types and fp8 linear weights stay quantized
+//!   in memory ([`nn::Packed`]) and are dequantized one layer at a time, just before their
+//!   matmul; dense checkpoints can be quantized at load ([`quant::Quantization`]).
 //! - **Loading**: a [`KeyMap`] per layout says which stored tensor(s) make each module
 //!   parameter ([`Source`]: one key, a concatenation, swapped halves); [`load_module`] and
 //!   [`Loader`] fill a burn module from it, one tensor at a time, never holding two copies,
 //!   naming every missing, unexpected, misshapen or non-finite tensor ([`Error`]).
-//! - **Layers and ops**: [`nn::Linear`] is the linear layer every model uses (where quantized
-//!   weights and adapters will plug in); [`ops`] holds attention, activations and the f32
+//! - **Layers and ops**: [`nn::Linear`] is the linear layer every model uses (dense or packed;
+//!   where adapters will plug in); [`ops`] holds attention, activations and the f32
 //!   islands of half-precision models, with burn-flex fast paths chosen by backend type.
 //! - **Host memory**: [`HostParams`] keeps a module's weights in host memory for block
 //!   offload; [`check_device`] tells whether a GPU backend can start.
@@ -30,6 +33,7 @@ mod keymap;
 mod loader;
 pub mod nn;
 pub mod ops;
+pub mod quant;
 mod safetensors_file;
 mod weights;
 

@@ -10,8 +10,11 @@ use std::collections::BTreeSet;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
+use crate::nn::{Linear, Packed, PackedParts};
+use crate::quant::{Fp8, PackedData, Quantization};
+use crate::weights::Raw;
 use crate::{Error, KeyMap, Result, Source, Weights};
 
 /// Options of a model crate's `load_with(path, &device, LoadConfig)`: the same two choices for
@@ -24,14 +27,18 @@ pub struct LoadConfig<C> {
     /// Float dtype of the parameters (`F16`, `BF16` where the backend has them); `None`: the
     /// device's default float dtype. Each model keeps its numerically sensitive parts in f32.
     pub dtype: Option<DType>,
+    /// How linear weights are held: quantized ones as stored (default), all dense, or dense
+    /// ones quantized at load.
+    pub quantization: Quantization,
 }
 
 impl<C> LoadConfig<C> {
-    /// The [`LoadOptions`] a model crate loads with: this dtype, and every stored tensor
-    /// accounted for (unexpected ones are an error).
+    /// The [`LoadOptions`] a model crate loads with: this dtype and quantization, and every
+    /// stored tensor accounted for (unexpected ones are an error).
     pub fn strict(&self) -> LoadOptions {
         LoadOptions {
             dtype: self.dtype,
+            quantization: self.quantization,
             deny_unexpected: true,
         }
     }
@@ -42,6 +49,7 @@ impl<C> Default for LoadConfig<C> {
         Self {
             config: None,
             dtype: None,
+            quantization: Quantization::AsStored,
         }
     }
 }
@@ -51,6 +59,8 @@ impl<C> Default for LoadConfig<C> {
 pub struct LoadOptions {
     /// The float dtype of the loaded parameters; `None`: the device's default float dtype.
     pub dtype: Option<DType>,
+    /// How `Linear` weights are held ([`Quantization`]).
+    pub quantization: Quantization,
     /// Fail on stored tensors that no parameter uses (and the key map does not ignore).
     pub deny_unexpected: bool,
 }
@@ -63,6 +73,10 @@ pub struct LoadOptions {
 /// linear layer, or back) are reshaped.
 /// fp8 weights with a companion `<name>.scale_weight` tensor (ComfyUI's scaled fp8) are
 /// multiplied by that scale.
+///
+/// `Linear` weights stored in a GGUF block type or fp8 stay quantized ([`crate::nn::Packed`])
+/// unless [`Quantization::Dequantize`] is asked for; with [`Quantization::To`], dense ones are
+/// quantized here, one tensor at a time.
 ///
 /// # Errors
 /// [`Error::MissingKeys`] naming every absent tensor, [`Error::ShapeMismatch`],
@@ -95,6 +109,8 @@ pub struct Loader<'a, B: Backend> {
     missing: Vec<String>,
     /// The first error other than a missing key (missing keys are all collected).
     error: Option<Error>,
+    /// A `Linear` weight just loaded packed, waiting for the layer's `Packed` fields.
+    pending: Option<PackedParts<B>>,
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
@@ -115,6 +131,7 @@ impl<'a, B: Backend> Loader<'a, B> {
             used: BTreeSet::new(),
             missing: Vec::new(),
             error: None,
+            pending: None,
         }
     }
 
@@ -168,26 +185,13 @@ impl<B: Backend> Loader<'_, B> {
     fn read(&mut self, key: &str) -> Result<TensorData> {
         let mut data = self.weights.data(key)?;
         self.used.insert(key.to_string());
-        if let Some(scale_key) = key
-            .strip_suffix(".weight")
-            .map(|s| format!("{s}.scale_weight"))
-            && self.weights.contains(&scale_key)
-        {
-            let scale = to_f32(self.weights.data(&scale_key)?, &scale_key)?;
-            let &[s] = scale.as_slice() else {
-                return Err(Error::ShapeMismatch {
-                    key: scale_key,
-                    expected: vec![1],
-                    found: vec![scale.len()],
-                });
-            };
+        if let Some(s) = self.fp8_scale(key)? {
             let shape = data.shape.to_vec();
             let values = to_f32(data, key)?;
             data = TensorData::new(
                 values.into_iter().map(|v| v * s).collect::<Vec<f32>>(),
                 shape,
             );
-            self.used.insert(scale_key);
         }
         Ok(data)
     }
@@ -237,6 +241,86 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
+/// A `Linear` weight as loaded: packed, or dense `[out, in]`.
+enum LinearWeight {
+    Packed(Box<PackedData>),
+    Dense(TensorData),
+}
+
+impl<B: Backend> Loader<'_, B> {
+    /// A `Linear` weight `[rows, cols]` (checkpoint convention): packed when it is stored
+    /// quantized or quantization at load is asked for, else dense.
+    fn fetch_linear(&mut self, path: &str, rows: usize, cols: usize) -> Result<LinearWeight> {
+        let quantization = self.options.quantization;
+        if quantization != Quantization::Dequantize
+            && let Source::Key(key) = self.map.source(path)
+            && let Some(packed) = self.stored_packed(&key, rows, cols)?
+        {
+            return Ok(LinearWeight::Packed(Box::new(packed)));
+        }
+        let data = self.fetch(path, &[rows, cols])?;
+        if let Quantization::To(ty) = quantization {
+            let values = to_f32(data.clone(), path)?;
+            if let Some(packed) = PackedData::quantize(ty, &values, rows, cols, path)? {
+                return Ok(LinearWeight::Packed(Box::new(packed)));
+            }
+        }
+        Ok(LinearWeight::Dense(data))
+    }
+
+    /// `key` packed as stored, if it is a GGUF block tensor or fp8 of shape `[rows, cols]`.
+    fn stored_packed(&mut self, key: &str, rows: usize, cols: usize) -> Result<Option<PackedData>> {
+        let packed = match self.weights.raw(key) {
+            Some(Raw::Gguf { ty, bytes, shape }) if shape == [rows, cols] => {
+                PackedData::from_gguf(ty, bytes, rows, cols, key)?
+            }
+            Some(Raw::Safetensors {
+                dtype,
+                bytes,
+                shape,
+            }) if shape == [rows, cols] => {
+                let kind = match dtype {
+                    safetensors::Dtype::F8_E4M3 => Fp8::E4M3,
+                    safetensors::Dtype::F8_E5M2 => Fp8::E5M2,
+                    _ => return Ok(None),
+                };
+                let scale = self.fp8_scale(key)?;
+                PackedData::from_fp8(kind, bytes, rows, cols, scale.unwrap_or(1.0), key)?
+            }
+            _ => None,
+        };
+        if packed.is_some() {
+            self.used.insert(key.to_string());
+        }
+        Ok(packed)
+    }
+
+    /// ComfyUI's `<name>.scale_weight` for the fp8 weight `key`, if stored (marked used).
+    fn fp8_scale(&mut self, key: &str) -> Result<Option<f32>> {
+        let Some(scale_key) = key
+            .strip_suffix(".weight")
+            .map(|s| format!("{s}.scale_weight"))
+            .filter(|k| self.weights.contains(k))
+        else {
+            return Ok(None);
+        };
+        let scale = to_f32(self.weights.data(&scale_key)?, &scale_key)?;
+        let &[s] = scale.as_slice() else {
+            return Err(Error::ShapeMismatch {
+                key: scale_key,
+                expected: vec![1],
+                found: vec![scale.len()],
+            });
+        };
+        self.used.insert(scale_key);
+        Ok(Some(s))
+    }
+
+    fn in_packed(&self) -> bool {
+        self.containers.last().is_some_and(|c| c == "Struct:Packed")
+    }
+}
+
 impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         // An enum's variant (e.g. resident or offloaded blocks) is how a model holds its
@@ -247,14 +331,38 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         }
     }
 
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
+    fn exit_module(&mut self, name: &str, container_type: &str) {
+        if name == "packed" && container_type == "Struct:Linear" {
+            self.pending = None;
+        }
         if !container_type.starts_with("Enum:") {
             self.path.pop();
             self.containers.pop();
         }
     }
 
+    fn map_int<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
+        if !self.in_packed() {
+            return param;
+        }
+        let field = self.path.last().map(String::as_str).unwrap_or_default();
+        match self.pending.as_mut().and_then(|p| p.int::<D>(field)) {
+            Some(t) => Param::initialized(param.id, t),
+            None => param,
+        }
+    }
+
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.in_packed() {
+            let field = self.path.last().map(String::as_str).unwrap_or_default();
+            return match self.pending.as_mut().and_then(|p| p.float::<D>(field)) {
+                Some(t) => Param::initialized(param.id, t),
+                None => param,
+            };
+        }
         let path = self.path.join(".");
         let linear_weight = D == 2
             && self.path.last().is_some_and(|n| n == "weight")
@@ -263,8 +371,20 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         if linear_weight {
             shape.reverse();
         }
-        let data = match self.fetch(&path, &shape) {
-            Ok(data) => data,
+        let fetched = if linear_weight {
+            self.fetch_linear(&path, shape[0], shape[1])
+        } else {
+            self.fetch(&path, &shape).map(LinearWeight::Dense)
+        };
+        let data = match fetched {
+            Ok(LinearWeight::Dense(data)) => data,
+            Ok(LinearWeight::Packed(packed)) => {
+                // The layer's weight becomes a stand-in carrying its dtype; the codes and
+                // factors go to its `Packed` fields, visited next.
+                self.pending = Some(Packed::upload(*packed, self.device));
+                let tensor = Linear::<B>::dtype_carrier(self.options.dtype, self.device);
+                return Param::initialized(param.id, tensor);
+            }
             Err(Error::MissingKeys(_)) => return param,
             Err(e) => {
                 self.error.get_or_insert(e);

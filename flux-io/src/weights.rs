@@ -20,6 +20,21 @@ pub struct TensorMeta {
     pub shape: Vec<usize>,
 }
 
+/// A stored tensor's bytes as they are in the file ([`Weights::raw`]).
+pub(crate) enum Raw<'a> {
+    Safetensors {
+        dtype: safetensors::Dtype,
+        bytes: &'a [u8],
+        shape: Vec<usize>,
+    },
+    Gguf {
+        ty: crate::gguf::GgmlType,
+        bytes: &'a [u8],
+        /// As stored (PyTorch order), before any `comfy.gguf.orig_shape`.
+        shape: Vec<usize>,
+    },
+}
+
 /// One file of a checkpoint.
 #[derive(Debug)]
 enum StoredFile {
@@ -186,6 +201,29 @@ impl Weights {
         match &self.files[*self.index.get(key).ok_or_else(missing)?] {
             StoredFile::Safetensors(file) => file.data(key),
             StoredFile::Gguf(file) => gguf_tensors::data(file, key),
+        }
+    }
+
+    /// The stored bytes of `key` as they are in the file (no conversion), with their encoding
+    /// and stored shape; `None` if absent.
+    pub(crate) fn raw(&self, key: &str) -> Option<Raw<'_>> {
+        match &self.files[*self.index.get(key)?] {
+            StoredFile::Safetensors(file) => {
+                let info = file.info(key)?;
+                Some(Raw::Safetensors {
+                    dtype: info.dtype,
+                    bytes: file.bytes(key)?,
+                    shape: info.shape.clone(),
+                })
+            }
+            StoredFile::Gguf(file) => {
+                let info = file.tensor(key)?;
+                Some(Raw::Gguf {
+                    ty: info.ggml_type()?,
+                    bytes: file.tensor_bytes(key)?,
+                    shape: info.shape().to_vec(),
+                })
+            }
         }
     }
 

@@ -37,6 +37,7 @@ mod request;
 
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
+pub use flux_core::{QuantType, Quantization};
 pub use kind::ModelKind;
 pub use memory::{MemoryPlan, ModelSizes};
 pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, Resolved};

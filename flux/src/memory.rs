@@ -2,6 +2,7 @@
 //! a newcomer's first run fits the machine (the CLI prints the choice; flags override it).
 
 use burn::tensor::DType;
+use flux_core::{QuantType, Quantization};
 
 use crate::{MemoryMode, ModelFiles, Result};
 
@@ -10,14 +11,19 @@ use crate::{MemoryMode, ModelFiles, Result};
 /// decode, the allocator's slack.
 const ACTIVATION_HEADROOM: u64 = 2_000_000_000;
 
-/// Parameter counts of a pipeline's four models, read from the checkpoint headers only.
+/// Parameter counts of a pipeline's four models, read from the checkpoint headers only, and
+/// the bytes of the weights held quantized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelSizes {
-    /// The transformer.
+    /// The transformer's dense parameters.
     pub transformer: u64,
-    /// T5, all of it.
+    /// Bytes of the transformer's quantized weights (GGUF blocks, fp8, or quantized at load).
+    pub transformer_packed: u64,
+    /// T5's dense parameters.
     pub t5: u64,
-    /// T5's output projections (`wo`), which stay in f32 in a half-precision T5.
+    /// Bytes of T5's quantized weights.
+    pub t5_packed: u64,
+    /// T5's dense output projections (`wo`), which stay in f32 in a half-precision T5.
     pub t5_wo: u64,
     /// CLIP.
     pub clip: u64,
@@ -26,31 +32,73 @@ pub struct ModelSizes {
 }
 
 impl ModelSizes {
-    /// Reads the four checkpoints' headers (memory-mapped; no tensor is read).
+    /// Reads the four checkpoints' headers (memory-mapped; no tensor is read), with the
+    /// weights held as stored ([`Quantization::AsStored`]).
     ///
     /// # Errors
     /// [`crate::Error::Load`] when a checkpoint cannot be opened.
     pub fn read(files: &ModelFiles) -> Result<Self> {
+        Self::read_with(files, Quantization::AsStored)
+    }
+
+    /// [`ModelSizes::read`] for weights held as `quantization` says (which quantizes at load
+    /// the transformer and T5 only, as the pipeline does).
+    ///
+    /// # Errors
+    /// [`crate::Error::Load`] when a checkpoint cannot be opened.
+    pub fn read_with(files: &ModelFiles, quantization: Quantization) -> Result<Self> {
         let open = |path: &std::path::Path| flux_io::Checkpoint::open(path, None);
-        let params = |checkpoint: &flux_io::Checkpoint, only: &dyn Fn(&str) -> bool| -> u64 {
+        // (dense parameters, bytes held quantized) of the tensors `only` selects.
+        let held = |checkpoint: &flux_io::Checkpoint,
+                    only: &dyn Fn(&str) -> bool,
+                    quantization: Quantization|
+         -> (u64, u64) {
             let weights = checkpoint.weights();
-            weights
-                .keys()
-                .filter(|k| only(k))
-                .filter_map(|k| weights.meta(k))
-                .map(|m| m.shape.iter().product::<usize>() as u64)
-                .sum()
+            let (mut dense, mut packed) = (0u64, 0f64);
+            for meta in weights.keys().filter(|k| only(k)).filter_map(|k| {
+                let linear =
+                    !(k.contains("embed") || k.contains("shared") || k.contains("token_embd"));
+                weights.meta(k).map(|m| (m, linear))
+            }) {
+                let (meta, linear) = meta;
+                let n = meta.shape.iter().product::<usize>() as u64;
+                let linear = linear && meta.shape.len() == 2;
+                let bits = match quantization {
+                    Quantization::Dequantize => None,
+                    _ if linear => stored_bits(&meta.dtype).or(match quantization {
+                        Quantization::To(q) if n > 1024 && meta.shape[1] % 32 == 0 => {
+                            Some(q.bits_per_weight())
+                        }
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                match bits {
+                    Some(bits) => packed += n as f64 * bits / 8.0,
+                    None => dense += n,
+                }
+            }
+            (dense, packed.ceil() as u64)
         };
         let all = |_: &str| true;
         // `wo` in both spellings T5 checkpoints use (transformers', llama.cpp's GGUF names).
         let wo = |k: &str| k.contains("DenseReluDense.wo.") || k.contains(".ffn_down.");
+        let small = match quantization {
+            Quantization::To(_) => Quantization::AsStored,
+            q => q,
+        };
         let t5 = open(&files.t5)?;
+        let (transformer, transformer_packed) =
+            held(&open(&files.transformer)?, &all, quantization);
+        let (t5_dense, t5_packed) = held(&t5, &all, quantization);
         Ok(Self {
-            transformer: params(&open(&files.transformer)?, &all),
-            t5: params(&t5, &all),
-            t5_wo: params(&t5, &wo),
-            clip: params(&open(&files.clip)?, &all),
-            vae: params(&open(&files.vae)?, &all),
+            transformer,
+            transformer_packed,
+            t5: t5_dense,
+            t5_packed,
+            t5_wo: held(&t5, &wo, quantization).0,
+            clip: held(&open(&files.clip)?, &all, small).0,
+            vae: held(&open(&files.vae)?, &all, small).0,
         })
     }
 
@@ -62,8 +110,8 @@ impl ModelSizes {
             _ => (self.t5 - self.t5_wo) * size + self.t5_wo * 4,
         };
         [
-            self.transformer * size,
-            t5,
+            self.transformer * size + self.transformer_packed,
+            t5 + self.t5_packed,
             self.clip * size,
             self.vae * size,
         ]
@@ -79,6 +127,25 @@ impl ModelSizes {
             MemoryMode::Sequential => models.into_iter().max().unwrap_or(0),
         };
         weights + ACTIVATION_HEADROOM
+    }
+}
+
+/// Bits per weight held in memory for a stored quantized type (GGUF block types, fp8).
+fn stored_bits(dtype: &str) -> Option<f64> {
+    let quant = |t: QuantType| Some(t.bits_per_weight());
+    match dtype {
+        "Q8_0" => quant(QuantType::Q8_0),
+        "Q5_1" => quant(QuantType::Q5_1),
+        "Q5_0" => quant(QuantType::Q5_0),
+        "Q4_1" => quant(QuantType::Q4_1),
+        "Q4_0" => quant(QuantType::Q4_0),
+        "F8_E4M3" | "F8_E5M2" => quant(QuantType::Fp8),
+        "Q6_K" => Some(6.5625),
+        "Q5_K" => Some(5.625),
+        "Q4_K" => Some(4.625),
+        "Q3_K" => Some(3.5625),
+        "Q2_K" => Some(3.125),
+        _ => None,
     }
 }
 
@@ -163,7 +230,9 @@ mod tests {
     /// `wo` 1.0 G, CLIP-L 123 M, VAE 84 M).
     const SCHNELL: ModelSizes = ModelSizes {
         transformer: 11_901_408_320,
+        transformer_packed: 0,
         t5: 4_762_310_656,
+        t5_packed: 0,
         t5_wo: 1_006_632_960,
         clip: 123_060_480,
         vae: 83_819_683,
@@ -216,10 +285,38 @@ mod tests {
             clip_tokenizer: crate::ClipTokenizerFiles::Json(text.join("unused")),
             t5_tokenizer: text.join("unused"),
         };
-        let hf = ModelSizes::read(&files(text.join("t5"))).unwrap();
-        let gguf = ModelSizes::read(&files(text.join("t5_gguf/q8_0.gguf"))).unwrap();
+        let dense = Quantization::Dequantize;
+        let hf = ModelSizes::read_with(&files(text.join("t5")), dense).unwrap();
+        let q8 = files(text.join("t5_gguf/q8_0.gguf"));
+        let gguf = ModelSizes::read_with(&q8, dense).unwrap();
         // Two layers of `wo` [32, 64] in the tiny T5, under transformers' and llama.cpp's names.
         assert_eq!(hf.t5_wo, 2 * 32 * 64);
         assert_eq!((gguf.t5, gguf.t5_wo), (hf.t5, hf.t5_wo));
+        // Held as stored, the Q8_0 weights count at 8.5 bits each.
+        let stored = ModelSizes::read(&q8).unwrap();
+        assert!(stored.t5_packed > 0 && stored.t5 < hf.t5);
+        let packed_params = hf.t5 - stored.t5;
+        assert_eq!(
+            stored.t5_packed,
+            (packed_params as f64 * 8.5 / 8.0).ceil() as u64
+        );
+    }
+
+    #[test]
+    fn quantized_dev_fits_a_16_gb_gpu() {
+        // FLUX.1-dev (the [schnell] counts plus the guidance embedding's 13 M, ignored here)
+        // quantized to Q4_0 at load: the transformer's 11.9 G linear weights at 4.5 bits, T5's
+        // at 4.5 bits beside its 131 M dense embedding.
+        let q4 = ModelSizes {
+            transformer: 0,
+            transformer_packed: SCHNELL.transformer * 9 / 16,
+            t5: 131_596_288,
+            t5_packed: (SCHNELL.t5 - 131_596_288) * 9 / 16,
+            t5_wo: 0,
+            ..SCHNELL
+        };
+        let plan = MemoryPlan::choose(&q4, 16 * GB, &[DType::BF16], &[MemoryMode::Resident]);
+        assert!(plan.fits, "{:.1} GB", plan.peak_bytes as f64 / 1e9);
+        assert!(plan.peak_bytes < 12 * GB);
     }
 }

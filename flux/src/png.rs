@@ -25,6 +25,8 @@ pub struct ImageMetadata {
     pub width: u32,
     /// Image height in pixels.
     pub height: u32,
+    /// The type the weights were quantized to at load (`q4_0`, ...), if they were.
+    pub quantization: Option<String>,
 }
 
 impl ImageMetadata {
@@ -39,6 +41,7 @@ impl ImageMetadata {
             model: resolved.model.name().into(),
             width: resolved.width as u32,
             height: resolved.height as u32,
+            quantization: None,
         }
     }
 
@@ -55,8 +58,11 @@ impl ImageMetadata {
         entries.extend([
             ("model", self.model.clone()),
             ("size", format!("{}x{}", self.width, self.height)),
-            ("software", format!("flux-rs {}", env!("CARGO_PKG_VERSION"))),
         ]);
+        if let Some(q) = &self.quantization {
+            entries.push(("quantization", q.clone()));
+        }
+        entries.push(("software", format!("flux-rs {}", env!("CARGO_PKG_VERSION"))));
         entries
     }
 }

@@ -6,6 +6,13 @@ last line, like the Rust example does.
 
     python scripts/reference/bench_torch.py --size small --threads 2
     python scripts/reference/bench_torch.py --size small --compare --backend flex --rounds 5
+    python scripts/reference/bench_torch.py --size dev --device cuda --dtype bf16 --reps 10
+
+`--device cuda` builds the model straight on the GPU in `--dtype` (no f32 copy on the CPU; the
+12B-parameter `dev` size takes seconds), synchronizes around each timed step, and also prints
+`torch <version> cuda <device name>` and `peak_mem_gib <max_memory_allocated / 2^30>`.
+`--attn sdpa` (the only choice) is diffusers' default processor, torch's
+scaled_dot_product_attention.
 
 `--compare` runs this script and the Rust example (built first with
 `cargo build --release --example bench`) as child processes, alternating, `--rounds` times,
@@ -39,14 +46,14 @@ def rope_axes(head_dim):
     return (head_dim // 8, head_dim * 7 // 16, head_dim * 7 // 16)
 
 
-def build(size, dtype):
+def build(size, dtype, device="cpu"):
     import torch
     from diffusers import FluxTransformer2DModel
 
     hidden, heads, double, single, n_img, n_txt, context, vec = SIZES[size]
     head_dim = hidden // heads
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(
+    config = dict(
         patch_size=1,
         in_channels=64,
         num_layers=double,
@@ -57,7 +64,18 @@ def build(size, dtype):
         pooled_projection_dim=vec,
         guidance_embeds=True,
         axes_dims_rope=rope_axes(head_dim),
-    ).to(dtype).eval()
+    )
+    if device == "cpu":
+        model = FluxTransformer2DModel(**config).to(dtype).eval()
+    else:
+        # Parameters are created (and randomly initialized) on the device in `dtype`.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                model = FluxTransformer2DModel(**config).eval()
+        finally:
+            torch.set_default_dtype(default)
     side = int(n_img**0.5)
     assert side * side == n_img, "image tokens must make a square grid"
     img_ids = torch.zeros(n_img, 3)
@@ -71,9 +89,9 @@ def build(size, dtype):
         guidance=torch.tensor([3.5], dtype=dtype),
         img_ids=img_ids,
         txt_ids=torch.zeros(n_txt, 3),
-        return_dict=False,
     )
-    return model, inputs
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    return model, dict(inputs, return_dict=False)
 
 
 def bench(args):
@@ -81,6 +99,8 @@ def bench(args):
 
     torch.set_num_threads(args.threads)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    if args.device == "cuda":
+        return bench_cuda(args, dtype)
     model, inputs = build(args.size, dtype)
     times, cpu = [], []
     with torch.inference_mode():
@@ -99,6 +119,32 @@ def bench(args):
     print(f"median_ms {statistics.median(times):.2f}")
 
 
+def bench_cuda(args, dtype):
+    import torch
+
+    start = time.perf_counter()
+    model, inputs = build(args.size, dtype, "cuda")
+    torch.cuda.synchronize()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"torch {torch.__version__} cuda {torch.cuda.get_device_name()}")
+    print(f"dtype {args.dtype} attn {args.attn} params {params} "
+          f"build_s {time.perf_counter() - start:.1f}", flush=True)
+    times = []
+    with torch.inference_mode():
+        for i in range(args.warmup + args.reps):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = model(**inputs)[0]
+            torch.cuda.synchronize()
+            elapsed = (time.perf_counter() - start) * 1e3
+            if i >= args.warmup:
+                times.append(elapsed)
+    assert torch.isfinite(out).all() and out.ne(0).any()
+    print("times_ms " + " ".join(f"{t:.2f}" for t in times))
+    print(f"peak_mem_gib {torch.cuda.max_memory_allocated() / 2**30:.2f}")
+    print(f"median_ms {statistics.median(times):.2f}")
+
+
 def medians_of(cmd, env):
     """(wall median, CPU median) in ms from a child's `cpu_median_ms` / `median_ms` lines."""
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -112,7 +158,7 @@ def compare(args):
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     common = ["--size", args.size, "--reps", str(args.reps), "--warmup", str(args.warmup)]
     torch_cmd = [sys.executable, __file__, *common, "--threads", str(args.threads),
-                 "--dtype", args.dtype]
+                 "--dtype", args.dtype, "--device", args.device, "--attn", args.attn]
     ours_cmd = [str(ROOT / args.binary), "transformer", *common, "--backend", args.backend]
     ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(args.rounds):
@@ -138,6 +184,9 @@ def main():
     p.add_argument("--size", choices=SIZES, default="small")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--attn", choices=["sdpa"], default="sdpa",
+                   help="attention: diffusers' default processor (scaled_dot_product_attention)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--compare", action="store_true", help="alternate with the Rust example")

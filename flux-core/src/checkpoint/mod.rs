@@ -3,12 +3,14 @@
 mod bfl;
 mod diffusers;
 mod infer;
+mod write_gguf;
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
+use flux_io::quant::Quantization;
 use flux_io::{Checkpoint, HostParams, KeyMap, LoadOptions, Loader, Weights, load_module};
 
 use crate::blocks::{Blocks, HostBlocks};
@@ -16,6 +18,7 @@ use crate::{Flux, FluxConfig, Result};
 use bfl::BflKeys;
 use diffusers::DiffusersKeys;
 use infer::infer_config;
+pub use write_gguf::{GgufSummary, write_gguf};
 
 /// The key layouts a FLUX transformer checkpoint comes in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,11 +84,14 @@ pub struct LoadConfig {
     /// moving each to host memory before the next, so the device never holds more than the
     /// resident part and one block.
     pub offload_blocks: bool,
+    /// How the linear weights are held: GGUF block types and fp8 stay quantized in memory
+    /// (default), everything dense, or dense weights quantized at load (`--quantize`).
+    pub quantization: Quantization,
 }
 
 /// Loads a FLUX transformer: a `.safetensors` file, a `.gguf` file (city96's and
-/// stable-diffusion.cpp's quantized FLUX files, dequantized to the parameters' dtype as they
-/// load), or a folder (diffusers `transformer/` with shards and index, or a whole diffusers
+/// stable-diffusion.cpp's quantized FLUX files, whose linear weights stay quantized in memory
+/// and are dequantized one layer at a time as they are used), or a folder (diffusers `transformer/` with shards and index, or a whole diffusers
 /// pipeline folder holding `transformer/`). BFL, ComfyUI and diffusers key layouts; f32, f16,
 /// bf16, fp8 (e4m3fn, e5m2, ComfyUI scaled) and the GGUF block types stored; the config is inferred from the tensor shapes (and `config.json` when present).
 /// Tensors are read one at a time from memory-mapped files.
@@ -120,6 +126,7 @@ pub fn load_with<B: Backend>(
     let offload = options.offload_blocks;
     let options = LoadOptions {
         dtype: options.dtype,
+        quantization: options.quantization,
         deny_unexpected: true,
     };
     let map = layout.key_map();

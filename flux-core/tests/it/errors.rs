@@ -41,6 +41,13 @@ fn write_all(tensors: &Tensors, path: &Path) {
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
+/// Writes a copy of the safetensors file `src` edited by `edit` to `dst`.
+pub fn edit_file(src: &Path, dst: &Path, edit: impl FnOnce(&mut Tensors)) {
+    let mut tensors = read_all(src);
+    edit(&mut tensors);
+    write_all(&tensors, dst);
+}
+
 /// Loads a copy of the tiny [dev] BFL file edited by `edit`.
 fn load_edited(edit: impl FnOnce(&mut Tensors)) -> Result<flux_core::Flux<B>, Error> {
     load_edited_with(edit, LoadConfig::default())
@@ -51,11 +58,9 @@ pub fn load_edited_with(
     edit: impl FnOnce(&mut Tensors),
     options: LoadConfig,
 ) -> Result<flux_core::Flux<B>, Error> {
-    let mut tensors = read_all(&fixture("dev_tiny/bfl.safetensors"));
-    edit(&mut tensors);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edited.safetensors");
-    write_all(&tensors, &path);
+    edit_file(&fixture("dev_tiny/bfl.safetensors"), &path, edit);
     flux_core::load_with::<B>(&path, &Default::default(), options)
 }
 

@@ -1,15 +1,17 @@
 //! GGUF transformers as city96 and stable-diffusion.cpp publish them: the tiny [dev] model
 //! quantized by gguf-py in each block type, against diffusers run on gguf-py's dequantized
 //! weights (fixtures: scripts/reference/gen_gguf_flux.py), plus the error each type costs
-//! against the f32 model.
+//! against the f32 model. The linear weights stay quantized in memory (packed codes and
+//! factors, dequantized one layer at a time), with the bits per weight of their format.
 
 use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::{Flex, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use flux_core::{Error, LoadConfig};
+use flux_core::{Error, LoadConfig, QuantType, Quantization};
 use flux_io::Weights;
-use flux_io::gguf::{GgmlType, GgufWriter, MetadataValue, quantize};
+use flux_io::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, quantize};
+use flux_io::nn::ParamBytes;
 
 const F32_TOL: f32 = 1e-4;
 
@@ -20,6 +22,10 @@ fn run<B: Backend>(file: &str) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
     let expected = Weights::open(fixture("dev_tiny/gguf/expected.safetensors")).unwrap();
     let model = flux_core::load::<B>(fixture(&format!("dev_tiny/gguf/{file}")), &device)
         .unwrap_or_else(|e| panic!("loading {file}: {e}"));
+    assert!(
+        ParamBytes::of(&model).packed_layers > 0,
+        "{file}: no weight stayed quantized"
+    );
     let out = Inputs::<B>::read(&io, &device).run(&model);
     let stem = file.trim_end_matches(".gguf").trim_end_matches("_comfy");
     let reference = tensor(&expected, &format!("out_{stem}"), &device);
@@ -74,6 +80,151 @@ fn comfy_prefix_and_orig_shape() {
     assert_eq!(meta.shape, vec![64, 48]);
     let meta = weights.meta("model.diffusion_model.img_in.weight").unwrap();
     assert_eq!((meta.dtype.as_str(), meta.shape), ("Q8_0", vec![64, 64]));
+}
+
+fn load_as<B: Backend>(path: &std::path::Path, quantization: Quantization) -> flux_core::Flux<B> {
+    let options = LoadConfig {
+        quantization,
+        ..Default::default()
+    };
+    flux_core::load_with::<B>(path, &Default::default(), options).unwrap()
+}
+
+#[test]
+fn weights_stay_quantized_with_their_bits_per_weight() {
+    type B = Flex;
+    let io = Weights::open(fixture("dev_tiny/io.safetensors")).unwrap();
+    let inputs = Inputs::<B>::read(&io, &Default::default());
+    for (file, bits) in [
+        ("q8_0", 8.5),
+        ("q5_1", 6.0),
+        ("q5_0", 5.5),
+        ("q4_1", 5.0),
+        ("q4_0", 4.5),
+        ("q4_k", 4.625),
+    ] {
+        let path = fixture(&format!("dev_tiny/gguf/{file}.gguf"));
+        let packed = load_as::<B>(&path, Quantization::AsStored);
+        let dense = load_as::<B>(&path, Quantization::Dequantize);
+        let (p, d) = (ParamBytes::of(&packed), ParamBytes::of(&dense));
+        assert_eq!((d.packed, d.packed_layers), (0, 0), "{file}: dequantized");
+        // The weights that were packed hold 4 bytes each when dense (f32); a packed layer
+        // keeps a one-value f32 stand-in for its weight.
+        let weights = (d.dense - (p.dense - 4 * p.packed_layers)) / 4;
+        let held = p.packed as f64 * 8.0 / weights as f64;
+        eprintln!(
+            "{file}: {} of {} linear layers packed, {held} bits per packed weight, \
+             model {} -> {} bytes",
+            p.packed_layers,
+            p.packed_layers + 12,
+            d.total(),
+            p.total()
+        );
+        assert_eq!(held, bits, "{file}");
+        // The same weights dequantized per layer or at load: equal up to f32 summation order
+        // (the modulation layers' one-vector products are summed straight from the packed
+        // form, not by gemm's blocked loops).
+        let diff = max_abs_diff(inputs.run(&packed), inputs.run(&dense));
+        assert!(diff <= 1e-5, "{file}: packed vs dense {diff}");
+    }
+}
+
+#[test]
+fn quantize_at_load_equals_gguf_py_file() {
+    // gen_gguf_flux.py quantized `bfl.safetensors` with gguf-py into q8_0.gguf / q4_0.gguf
+    // (2-d tensors of more than 1024 values; those whose rows are not whole blocks stored
+    // F16). Quantizing the same weights at load, with those tensors rounded to f16 as the
+    // converter stores them, gives the same model, bit for bit.
+    type B = NdArray<f32>;
+    let io = Weights::open(fixture("dev_tiny/io.safetensors")).unwrap();
+    let inputs = Inputs::<B>::read(&io, &Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("converted.safetensors");
+    crate::errors::edit_file(
+        &fixture("dev_tiny/bfl.safetensors"),
+        &converted,
+        |tensors| {
+            for (dtype, shape, bytes) in tensors.values_mut() {
+                let n: usize = shape.iter().product();
+                if shape.len() == 2 && n > 1024 && shape[1] % 32 != 0 {
+                    assert_eq!(*dtype, safetensors::Dtype::F32);
+                    *bytes = bytes
+                        .chunks_exact(4)
+                        .flat_map(|b| {
+                            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                            half::f16::from_f32(v).to_f32().to_le_bytes()
+                        })
+                        .collect();
+                }
+            }
+        },
+    );
+    for (ty, file) in [(QuantType::Q8_0, "q8_0"), (QuantType::Q4_0, "q4_0")] {
+        let ours = load_as::<B>(&converted, Quantization::To(ty));
+        let theirs = load_as::<B>(
+            &fixture(&format!("dev_tiny/gguf/{file}.gguf")),
+            Quantization::AsStored,
+        );
+        assert_eq!(ParamBytes::of(&ours), ParamBytes::of(&theirs), "{ty}");
+        let diff = max_abs_diff(inputs.run(&ours), inputs.run(&theirs));
+        assert_eq!(diff, 0.0, "{ty}");
+    }
+}
+
+#[test]
+fn written_gguf_matches_gguf_py_converter_byte_for_byte() {
+    // `write_gguf` from the f32 BFL file against gen_gguf_flux.py's files, written by gguf-py
+    // from the same weights with city96's rules: same names, types, shapes and tensor bytes.
+    let dir = tempfile::tempdir().unwrap();
+    for (ty, file) in [
+        (QuantType::Q8_0, "q8_0"),
+        (QuantType::Q5_1, "q5_1"),
+        (QuantType::Q5_0, "q5_0"),
+        (QuantType::Q4_1, "q4_1"),
+        (QuantType::Q4_0, "q4_0"),
+    ] {
+        let out = dir.path().join(format!("{file}.gguf"));
+        let summary = flux_core::write_gguf(fixture("dev_tiny/bfl.safetensors"), &out, ty)
+            .unwrap_or_else(|e| panic!("{ty}: {e}"));
+        let ours = GgufFile::open(&out).unwrap();
+        let theirs = GgufFile::open(fixture(&format!("dev_tiny/gguf/{file}.gguf"))).unwrap();
+        assert_eq!(ours.architecture(), Some("flux"));
+        assert_eq!(ours.tensor_count(), theirs.tensor_count(), "{ty}");
+        for t in theirs.tensors() {
+            let o = ours
+                .tensor(t.name())
+                .unwrap_or_else(|| panic!("{ty}: {} not written", t.name()));
+            assert_eq!(
+                (o.type_id(), o.shape()),
+                (t.type_id(), t.shape()),
+                "{ty} {}",
+                t.name()
+            );
+            assert!(
+                ours.tensor_bytes(t.name()) == theirs.tensor_bytes(t.name()),
+                "{ty}: {} differs",
+                t.name()
+            );
+        }
+        let total: usize = summary.tensors.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, theirs.tensor_count());
+    }
+}
+
+#[test]
+fn writing_gguf_refuses_what_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.gguf");
+    let fp8 = flux_core::write_gguf(fixture("dev_tiny/bfl.safetensors"), &out, QuantType::Fp8);
+    assert!(fp8.unwrap_err().to_string().contains("no fp8 type"));
+    let diffusers = flux_core::write_gguf(fixture("dev_tiny/diffusers"), &out, QuantType::Q8_0);
+    assert!(
+        diffusers
+            .unwrap_err()
+            .to_string()
+            .contains("BFL's key names")
+    );
+    assert!(!out.exists(), "nothing written");
 }
 
 #[test]

@@ -139,7 +139,7 @@ fn q4_1_block(b: &[u8; 20], o: &mut [f32; 32]) {
 /// (element j in the low nibble of byte j, element j+16 in its high nibble),
 /// fifth bits from the little-endian u32 `qh` (bit j for element j).
 #[inline(always)]
-fn five_bit_values(qh: [u8; 4], qs: &[u8]) -> [u8; 32] {
+pub(super) fn five_bit_values(qh: [u8; 4], qs: &[u8]) -> [u8; 32] {
     let qh = u32::from_le_bytes(qh);
     let mut q = [0u8; 32];
     for j in 0..16 {

@@ -61,7 +61,7 @@ pub(super) fn q3_k_block(b: &[u8; 110], o: &mut [f32; 256]) {
 /// The eight 6-bit (scale, min) pairs packed in the 12 `scales` bytes of
 /// Q4_K and Q5_K.
 #[inline(always)]
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..4 {

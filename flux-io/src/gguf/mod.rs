@@ -51,6 +51,7 @@ mod kquants;
 mod parse;
 mod quantize;
 mod reader;
+pub(crate) mod split;
 mod tensor;
 mod types;
 mod value;

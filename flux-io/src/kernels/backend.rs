@@ -29,6 +29,12 @@ fn is_ndarray<B: Backend>() -> bool {
     false
 }
 
+/// Whether `B` is one of the CPU backends (burn-flex, burn-ndarray), whose tensors live in
+/// host memory.
+pub(crate) fn is_cpu<B: Backend>() -> bool {
+    is_flex::<B>() || is_ndarray::<B>()
+}
+
 /// Whether `x` goes through the fused host kernels ([`super::host`]): f32 tensors on
 /// burn-flex. burn-ndarray's data round trip copies, which measured slower than its own ops.
 pub(crate) fn runs_host_kernels<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
@@ -39,7 +45,7 @@ pub(crate) fn runs_host_kernels<B: Backend, const D: usize>(x: &Tensor<B, D>) ->
 /// (`RAYON_NUM_THREADS` when set, else the available parallelism) on burn-flex and
 /// burn-ndarray, 1 elsewhere (GPU backends queue work asynchronously: no split).
 pub(crate) fn host_threads<B: Backend>() -> usize {
-    if !(is_flex::<B>() || is_ndarray::<B>()) {
+    if !is_cpu::<B>() {
         return 1;
     }
     std::env::var("RAYON_NUM_THREADS")

@@ -5,3 +5,4 @@ mod common;
 mod gguf_hostile;
 mod gguf_reference;
 mod gguf_writer;
+mod packed;

@@ -97,5 +97,6 @@ fn cfg<C>(config: C) -> LoadConfig<C> {
     LoadConfig {
         config: Some(config),
         dtype: None,
+        ..Default::default()
     }
 }

@@ -37,6 +37,7 @@ fn f32_residual_stays_finite_and_naive_f16_overflows() {
         LoadConfig {
             config: None,
             dtype: Some(DType::F16),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -71,6 +72,7 @@ fn f16_and_bf16_follow_f32_on_the_parity_fixture() {
             LoadConfig {
                 config: None,
                 dtype: Some(dtype),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -94,6 +96,7 @@ fn clip_f16_and_bf16_follow_f32() {
             LoadConfig {
                 config: None,
                 dtype: Some(dtype),
+                ..Default::default()
             },
         )
         .unwrap();

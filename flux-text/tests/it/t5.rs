@@ -74,6 +74,7 @@ fn wrong_config_names_the_key() {
         LoadConfig {
             config: Some(config),
             dtype: None,
+            ..Default::default()
         },
     )
     .unwrap_err();

@@ -14,6 +14,7 @@ fn vae(dtype: DType) -> AutoEncoder<Flex> {
     let options = LoadConfig {
         config: Some(AutoEncoderConfig::tiny()),
         dtype: Some(dtype),
+        ..Default::default()
     };
     let vae =
         flux_vae::load_with::<Flex>(fixture("ae_tiny.safetensors"), &Default::default(), options)

@@ -185,6 +185,7 @@ fn invalid_config_is_an_error() {
     let options = LoadConfig {
         config: Some(config),
         dtype: None,
+        ..Default::default()
     };
     let e = load_with::<B>(fixture("ae_tiny.safetensors"), &Default::default(), options)
         .unwrap_err()
@@ -197,5 +198,6 @@ fn tiny() -> LoadConfig {
     LoadConfig {
         config: Some(AutoEncoderConfig::tiny()),
         dtype: None,
+        ..Default::default()
     }
 }

@@ -90,6 +90,7 @@ fn load_tiny(path: &std::path::Path) -> AutoEncoder<B> {
     let options = flux_vae::LoadConfig {
         config: Some(AutoEncoderConfig::tiny()),
         dtype: None,
+        ..Default::default()
     };
     flux_vae::load_with::<B>(path, &Default::default(), options).unwrap()
 }

@@ -21,6 +21,7 @@ impl<B: Backend> Pipeline<B> {
             config: None,
             dtype: self.dtype,
             offload_blocks: self.offload_blocks,
+            quantization: self.quantization,
         };
         Ok(flux_core::load_with::<B>(
             &self.files.transformer,

@@ -12,6 +12,7 @@ impl<B: Backend> Pipeline<B> {
         let options = flux_text::LoadConfig {
             config: None,
             dtype: self.dtype,
+            quantization: self.dense_quantization(),
         };
         Ok(flux_text::load_clip_with::<B>(
             &self.files.clip,
@@ -24,6 +25,7 @@ impl<B: Backend> Pipeline<B> {
         let options = flux_text::LoadConfig {
             config: None,
             dtype: self.dtype,
+            quantization: self.quantization,
         };
         Ok(flux_text::load_t5_with::<B>(
             &self.files.t5,

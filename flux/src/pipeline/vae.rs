@@ -18,6 +18,7 @@ impl<B: Backend> Pipeline<B> {
             flux_vae::LoadConfig {
                 config: None,
                 dtype: self.dtype,
+                quantization: self.dense_quantization(),
             },
         )?)
     }

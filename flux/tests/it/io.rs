@@ -16,6 +16,7 @@ fn png_keeps_pixels_and_metadata() {
         model: "FLUX.1-dev".into(),
         width: 48,
         height: 32,
+        quantization: Some("q4_0".into()),
     };
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -32,6 +33,7 @@ fn png_keeps_pixels_and_metadata() {
     assert_eq!(get("guidance"), Some("3.5"));
     assert_eq!(get("model"), Some("FLUX.1-dev"));
     assert_eq!(get("size"), Some("48x32"));
+    assert_eq!(get("quantization"), Some("q4_0"));
 }
 
 #[test]
@@ -45,6 +47,7 @@ fn png_to_unwritable_path_is_an_error() {
         model: "m".into(),
         width: 16,
         height: 16,
+        quantization: None,
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
     assert!(

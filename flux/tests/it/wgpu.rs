@@ -250,6 +250,40 @@ fn offloaded_transformer_on_wgpu_is_bit_identical() {
     );
 }
 
+/// Quantized weights held packed on wgpu: every block type of the tiny [dev] GGUFs (and Q4_K's
+/// sub-block factors) dequantized by wgpu's kernels, against the same files on the CPU,
+/// resident and with offloaded blocks; and quantizing at load.
+#[test]
+fn packed_weights_on_wgpu() {
+    let Some(device) = device() else { return };
+    let io = Weights::open(fixture("flux-core", "dev_tiny/io.safetensors")).unwrap();
+    for file in ["q8_0", "q4_0", "q5_1", "q4_k"] {
+        let path = fixture("flux-core", &format!("dev_tiny/gguf/{file}.gguf"));
+        let cpu = flux_core::load::<Nd>(&path, &Default::default()).unwrap();
+        let gpu = flux_core::load::<W>(&path, &device).unwrap();
+        assert!(flux_io::nn::ParamBytes::of(&gpu).packed_layers > 0);
+        let expected = forward(&cpu, &io, &Default::default());
+        let ours = forward(&gpu, &io, &device);
+        let err = max_abs(&ours, &expected);
+        assert!(err <= 1e-4, "{file}: wgpu vs CPU {err}");
+        let offloaded = forward(&gpu.offload_blocks(), &io, &device);
+        assert_eq!(bits(&offloaded), bits(&ours), "{file}: offloaded");
+        eprintln!("{file} packed on wgpu: max abs err vs the CPU {err:.2e}");
+    }
+    let options = flux_core::LoadConfig {
+        quantization: flux_core::Quantization::To(flux_core::QuantType::Fp8),
+        ..Default::default()
+    };
+    let path = fixture("flux-core", "dev_tiny/bfl.safetensors");
+    let cpu = flux_core::load_with::<Nd>(&path, &Default::default(), options.clone()).unwrap();
+    let gpu = flux_core::load_with::<W>(&path, &device, options).unwrap();
+    let err = max_abs(
+        &forward(&gpu, &io, &device),
+        &forward(&cpu, &io, &Default::default()),
+    );
+    assert!(err <= 1e-4, "fp8 quantized at load: wgpu vs CPU {err}");
+}
+
 /// The f16 models on wgpu against the f32 references: transformer, VAE encode and decode, T5,
 /// CLIP, under the bounds the CPU's f16 tests hold on Flex except for the VAE (below;
 /// docs/backends.md). burn's wgpu
@@ -276,6 +310,7 @@ fn f16_models_on_wgpu() {
         let options = flux_vae::LoadConfig {
             config: None,
             dtype: f16,
+            ..Default::default()
         };
         let vae = flux_vae::load_with::<W>(fixture("flux-vae", "diffusers/vae"), &device, options)
             .unwrap();
@@ -328,5 +363,6 @@ fn half<C>(dtype: Option<burn::tensor::DType>) -> flux_text::LoadConfig<C> {
     flux_text::LoadConfig {
         config: None,
         dtype,
+        ..Default::default()
     }
 }

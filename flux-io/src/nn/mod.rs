@@ -1,0 +1,17 @@
+//! The layers every model in the workspace shares.
+//!
+//! Every projection of the transformer, T5 and CLIP goes through [`Linear::forward`], so what
+//! changes how a weight is held or applied — a quantized weight dequantized just before its
+//! matmul, a low-rank adapter added beside it — changes these types and their loader, never
+//! the blocks' `forward` code.
+
+mod bytes;
+mod linear;
+mod packed;
+mod quantize;
+
+pub use bytes::ParamBytes;
+pub use linear::Linear;
+pub use packed::Packed;
+pub(crate) use packed::{PackedParts, PackedTracker, Visited};
+pub use quantize::quantize;

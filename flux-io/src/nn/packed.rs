@@ -1,0 +1,559 @@
+//! [`Packed`]: a quantized weight held on the device as integer codes and factors, and its
+//! dequantization with plain tensor ops (so every backend runs it).
+
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, FloatDType, Int, Shape, Tensor, TensorData};
+
+use crate::kernels::backend::{host_threads, is_cpu};
+use crate::quant::{HostPacked, PackedData};
+
+/// A `[rows, cols]` weight (PyTorch's `[out, in]`) held quantized: `x = s·(u − Z) + o` per
+/// value, or `x = codebook[u]·s` (fp8); see `flux_io::gguf` for the GGUF types this covers.
+///
+/// Which parts exist is read from the shapes, so that a model is built before its checkpoint
+/// says how its weights are stored and the loader only fills parameters in. An absent part is a
+/// one-value placeholder (never an empty tensor: CUDA refuses empty copies and launches):
+/// - `codes`: `[rows, cols / 32, bits]` words of `bits`-bit codes `u` (`bits` ≥ 2);
+///   `[1, 1, 1]`: no packed weight, the layer is dense;
+/// - `factors`: `[rows, groups, k]` (f16 or f32): the scale `s` of each group of
+///   `cols / groups` values, and with `k = 2` its offset `o`. Types without an offset have
+///   signed codes: `Z = 2^(bits−1)`; the others `Z = 0`;
+/// - `sub`: `[rows, subs / 4, k]` words of 8-bit K-quant sub-block factors (`+128`; at least
+///   two words per row): scales multiplying `s`, and with `k = 2` mins multiplying `o`;
+///   `[1, 1, 1]`: none;
+/// - `codebook`: `[256]` values of fp8 codes; `[1]`: none.
+#[derive(Module, Debug)]
+pub struct Packed<B: Backend> {
+    codes: Param<Tensor<B, 3, Int>>,
+    factors: Param<Tensor<B, 3>>,
+    sub: Param<Tensor<B, 3, Int>>,
+    codebook: Param<Tensor<B, 1>>,
+}
+
+/// Whether the [`Packed`] field `field` of shape `dims` holds data rather than a placeholder
+/// (`factors` holds data whenever `codes` does).
+pub(crate) fn holds_data(field: &str, dims: &[usize]) -> bool {
+    match field {
+        "codes" => dims.get(2).is_some_and(|&bits| bits >= 2),
+        "sub" => dims.get(1).is_some_and(|&words| words >= 2),
+        "codebook" => dims.first() == Some(&256),
+        _ => true,
+    }
+}
+
+/// Follows a walk of a module tree (a `ModuleVisitor` or `ModuleMapper`) to tell real
+/// parameters from the placeholders of [`Packed`] (a dense layer's, or a packed layer's absent
+/// parts), which walks that copy or count weights skip.
+#[derive(Debug, Default)]
+pub(crate) struct PackedTracker {
+    in_packed: bool,
+    layer_packed: bool,
+    field: String,
+}
+
+impl PackedTracker {
+    pub(crate) fn enter_module(&mut self, name: &str, container_type: &str) {
+        if name == "packed" && container_type == "Struct:Linear" {
+            self.in_packed = true;
+            self.layer_packed = false;
+        }
+        self.field = name.to_string();
+    }
+
+    pub(crate) fn exit_module(&mut self, name: &str, container_type: &str) {
+        if name == "packed" && container_type == "Struct:Linear" {
+            self.in_packed = false;
+        }
+    }
+
+    /// Whether the parameter being visited, of shape `dims`, holds data; `Some(true)` on the
+    /// `codes` of a packed layer (one per layer), `None` outside any `Packed`.
+    pub(crate) fn visit(&mut self, dims: &[usize]) -> Visited {
+        if !self.in_packed {
+            return Visited::Dense;
+        }
+        if self.field == "codes" {
+            self.layer_packed = holds_data("codes", dims);
+            if self.layer_packed {
+                return Visited::PackedLayer;
+            }
+        }
+        if self.layer_packed && holds_data(&self.field, dims) {
+            Visited::Packed
+        } else {
+            Visited::Placeholder
+        }
+    }
+}
+
+/// What [`PackedTracker::visit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Visited {
+    /// A parameter outside any `Packed`.
+    Dense,
+    /// The codes of a packed layer (its first part).
+    PackedLayer,
+    /// Another part of a packed layer.
+    Packed,
+    /// A placeholder: no data.
+    Placeholder,
+}
+
+fn placeholder_int<B: Backend, const D: usize>(device: &B::Device) -> Param<Tensor<B, D, Int>> {
+    Param::uninitialized(
+        ParamId::new(),
+        |device, _| Tensor::from_data(TensorData::new(vec![0i32], [1; D]), device),
+        device.clone(),
+        false,
+        Shape::new([1; D]),
+    )
+}
+
+fn placeholder_float<B: Backend, const D: usize>(device: &B::Device) -> Param<Tensor<B, D>> {
+    Param::uninitialized(
+        ParamId::new(),
+        |device, _| Tensor::from_data(TensorData::new(vec![0f32], [1; D]), device),
+        device.clone(),
+        false,
+        Shape::new([1; D]),
+    )
+}
+
+impl<B: Backend> Packed<B> {
+    /// No packed weight (a dense layer): one-value placeholders, allocated only if something
+    /// materialises them.
+    pub(crate) fn absent(device: &B::Device) -> Self {
+        Self {
+            codes: placeholder_int(device),
+            factors: placeholder_float(device),
+            sub: placeholder_int(device),
+            codebook: placeholder_float(device),
+        }
+    }
+
+    /// Whether a packed weight is held.
+    pub fn is_present(&self) -> bool {
+        holds_data("codes", &self.codes.lazy_shape().dims::<3>())
+    }
+
+    /// `[rows, cols]` of the weight (PyTorch's `[out, in]`), if one is held.
+    pub fn shape(&self) -> Option<[usize; 2]> {
+        let [rows, chunks, _] = self.codes.lazy_shape().dims();
+        self.is_present().then_some([rows, chunks * 32])
+    }
+
+    fn has_sub(&self) -> bool {
+        holds_data("sub", &self.sub.lazy_shape().dims::<3>())
+    }
+
+    fn has_codebook(&self) -> bool {
+        holds_data("codebook", &self.codebook.lazy_shape().dims::<1>())
+    }
+
+    /// Bytes held on the device (codes and factors).
+    pub fn num_bytes(&self) -> usize {
+        if !self.is_present() {
+            return 0;
+        }
+        let factors = self.factors.val();
+        let mut bytes = 4 * self.codes.lazy_shape().num_elements()
+            + factors.shape().num_elements() * factors.dtype().size();
+        if self.has_sub() {
+            bytes += 4 * self.sub.lazy_shape().num_elements();
+        }
+        if self.has_codebook() {
+            bytes += 4 * 256;
+        }
+        bytes
+    }
+
+    /// The parameters of a packed weight on `device` (what the loader puts in place of the
+    /// placeholders).
+    pub(crate) fn upload(data: PackedData, device: &B::Device) -> PackedParts<B> {
+        let chunks = data.cols / 32;
+        let codes = TensorData::new(data.codes, [data.rows, chunks, data.bits]);
+        // Scales are f16 in the GGUF types; backends without f16 (burn-ndarray) hold f32.
+        let dtype = if B::supports_dtype(device, data.scale.dtype) {
+            data.scale.dtype
+        } else {
+            burn::tensor::DType::F32
+        };
+        let groups = data.scale.shape[1];
+        let factors = match data.offset {
+            // Scale and offset side by side: [rows, groups, 2].
+            Some(offset) => {
+                let width = data.scale.dtype.size();
+                let (s, o) = (data.scale.as_bytes(), offset.as_bytes());
+                let bytes: Vec<u8> = s
+                    .chunks_exact(width)
+                    .zip(o.chunks_exact(width))
+                    .flat_map(|(a, b)| a.iter().chain(b).copied())
+                    .collect();
+                TensorData::from_bytes_vec(bytes, vec![data.rows, groups, 2], data.scale.dtype)
+            }
+            None => {
+                let (bytes, dt) = (data.scale.as_bytes().to_vec(), data.scale.dtype);
+                TensorData::from_bytes_vec(bytes, vec![data.rows, groups, 1], dt)
+            }
+        };
+        let sub = data.sub.map(|(words, k)| {
+            let n = words.len() / (data.rows * k);
+            Tensor::from_data(TensorData::new(words, [data.rows, n, k]), device)
+        });
+        PackedParts {
+            codes: Tensor::from_data(codes, device),
+            factors: Tensor::from_data(factors, (device, dtype)),
+            sub,
+            codebook: data
+                .codebook
+                .map(|c| Tensor::from_data(TensorData::new(c, [256]), device)),
+        }
+    }
+
+    /// The weight, `[rows, cols]`, in f32 (exactly gguf-py's values on backends that round
+    /// every op, as the CPU backends do). On the CPU backends it is computed on the host
+    /// threads; elsewhere with tensor ops on the device.
+    ///
+    /// # Panics
+    /// If no packed weight is held ([`Packed::is_present`]).
+    pub fn dequantize(&self) -> Tensor<B, 2> {
+        assert!(self.is_present(), "dequantize: no packed weight");
+        if is_cpu::<B>() {
+            self.dequantize_host(false)
+        } else {
+            self.dequantize_ops()
+        }
+    }
+
+    /// The weight transposed, `[cols, rows]` (burn's `[in, out]`), in f32: what
+    /// [`super::Linear`] multiplies by. On the CPU backends it is written transposed by the
+    /// host threads, so the matmul gets the same contiguous layout as a dense layer.
+    pub(crate) fn dequantize_transposed(&self) -> Tensor<B, 2> {
+        if is_cpu::<B>() {
+            self.dequantize_host(true)
+        } else {
+            self.dequantize_ops().transpose()
+        }
+    }
+
+    /// The packed parts read back as host vectors, for the host paths.
+    fn host_parts(&self) -> HostParts {
+        let ints = |t: Tensor<B, 3, Int>| -> Vec<i32> {
+            t.into_data()
+                .convert::<i32>()
+                .into_vec()
+                .expect("i32 after convert")
+        };
+        let floats = |data: TensorData| -> Vec<f32> {
+            data.convert::<f32>().into_vec().expect("f32 after convert")
+        };
+        let codes = self.codes.val();
+        let [rows, chunks, bits] = codes.dims();
+        let factors = self.factors.val();
+        let [_, groups, k] = factors.dims();
+        HostParts {
+            rows,
+            cols: chunks * 32,
+            bits,
+            codes: ints(codes),
+            factors: floats(factors.into_data()),
+            groups,
+            k,
+            sub: self.has_sub().then(|| {
+                let sub = self.sub.val();
+                let ks = sub.dims()[2];
+                (ints(sub), ks)
+            }),
+            codebook: self
+                .has_codebook()
+                .then(|| floats(self.codebook.val().into_data())),
+        }
+    }
+
+    /// [`Packed::dequantize`] on the host threads (`transposed`: `[cols, rows]`).
+    fn dequantize_host(&self, transposed: bool) -> Tensor<B, 2> {
+        let device = self.codes.val().device();
+        let parts = self.host_parts();
+        let host = parts.view();
+        let threads = host_threads::<B>();
+        let (values, shape) = if transposed {
+            (
+                host.dequantize_transposed(threads),
+                [parts.cols, parts.rows],
+            )
+        } else {
+            (host.dequantize(threads), [parts.rows, parts.cols])
+        };
+        Tensor::from_data(
+            TensorData::new(values, shape),
+            (&device, burn::tensor::DType::F32),
+        )
+    }
+
+    /// `x Wᵀ` computed from the packed form on the host threads, without materialising `W`,
+    /// when that is the cheaper way: a CPU backend and at most [`FEW_ROWS`] input rows (the
+    /// modulation layers' one vector per image). `None` otherwise.
+    ///
+    /// # Shapes
+    /// - x: `[..., cols]` -> `[..., rows]` (f32)
+    pub(crate) fn matmul_few<const D: usize>(&self, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+        let dims = x.dims();
+        let m: usize = dims[..D - 1].iter().product();
+        if !is_cpu::<B>() || m > FEW_ROWS {
+            return None;
+        }
+        let parts = self.host_parts();
+        let values: Vec<f32> = x
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 after convert");
+        let y = parts.view().matmul_few(&values, m, host_threads::<B>());
+        let mut shape = dims;
+        shape[D - 1] = parts.rows;
+        Some(Tensor::from_data(
+            TensorData::new(y, shape),
+            (&x.device(), burn::tensor::DType::F32),
+        ))
+    }
+
+    /// [`Packed::dequantize`] with tensor ops (shifts, masks, gathers: every backend has
+    /// them).
+    fn dequantize_ops(&self) -> Tensor<B, 2> {
+        let codes = self.codes.val();
+        let [rows, chunks, bits] = codes.dims();
+        let cols = chunks * 32;
+        let u = unpack(codes, bits);
+        let f32 = FloatDType::F32;
+        let factors = self.factors.val().cast(f32);
+        let [_, groups, k] = factors.dims();
+        let factor = |i: usize| {
+            factors
+                .clone()
+                .slice([0..rows, 0..groups, i..i + 1])
+                .reshape([rows, groups])
+        };
+        let scale = factor(0);
+        if self.has_codebook() {
+            let n = rows * cols;
+            let values = self
+                .codebook
+                .val()
+                .cast(f32)
+                .select(0, u.reshape([n]))
+                .reshape([rows, groups, cols / groups]);
+            return (values * scale.unsqueeze_dim::<3>(2)).reshape([rows, cols]);
+        }
+        let with_offset = k == 2;
+        let u = if with_offset {
+            u
+        } else {
+            u.sub_scalar(1i64 << (bits - 1))
+        };
+        let (mut scale, mut offset) = (scale, with_offset.then(|| factor(1)));
+        if self.has_sub() {
+            let sub = self.sub.val();
+            let [_, words, k] = sub.dims();
+            let subs = |i: usize| {
+                let w = sub
+                    .clone()
+                    .slice([0..rows, 0..words, i..i + 1])
+                    .reshape([rows, words]);
+                unpack_bytes(w).sub_scalar(128).float().cast(f32)
+            };
+            let n = words * 4;
+            scale = repeat_each(scale, n / groups) * subs(0);
+            if k == 2 {
+                offset = offset.map(|o| repeat_each(o, n / groups) * subs(1));
+            }
+        }
+        let groups = scale.dims()[1];
+        let q = u.float().cast(f32).reshape([rows, groups, cols / groups]);
+        let x = q * scale.unsqueeze_dim::<3>(2);
+        let x = match offset {
+            Some(o) => x + o.unsqueeze_dim::<3>(2),
+            None => x,
+        };
+        x.reshape([rows, cols])
+    }
+}
+
+/// Input rows up to which [`Packed::matmul_few`] multiplies from the packed form.
+const FEW_ROWS: usize = 8;
+
+/// A packed weight's parts read back to the host.
+struct HostParts {
+    rows: usize,
+    cols: usize,
+    bits: usize,
+    codes: Vec<i32>,
+    factors: Vec<f32>,
+    groups: usize,
+    k: usize,
+    sub: Option<(Vec<i32>, usize)>,
+    codebook: Option<Vec<f32>>,
+}
+
+impl HostParts {
+    fn view(&self) -> HostPacked<'_> {
+        HostPacked {
+            rows: self.rows,
+            cols: self.cols,
+            bits: self.bits,
+            codes: &self.codes,
+            factors: &self.factors,
+            groups: self.groups,
+            k: self.k,
+            sub: self.sub.as_ref().map(|(w, ks)| (w.as_slice(), *ks)),
+            codebook: self.codebook.as_deref(),
+        }
+    }
+}
+
+/// What [`Packed::upload`] made: each part on the device, `None` where the type has none.
+pub(crate) struct PackedParts<B: Backend> {
+    pub codes: Tensor<B, 3, Int>,
+    pub factors: Tensor<B, 3>,
+    pub sub: Option<Tensor<B, 3, Int>>,
+    pub codebook: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> PackedParts<B> {
+    /// The float part for the `Packed` field `field` (`factors`, `codebook`), if the type has
+    /// it.
+    pub(crate) fn float<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D>> {
+        let primitive = match field {
+            "factors" => self.factors.clone().into_primitive(),
+            "codebook" => self.codebook.take()?.into_primitive(),
+            _ => return None,
+        };
+        Some(Tensor::from_primitive(primitive))
+    }
+
+    /// The integer part for the `Packed` field `field` (`codes`, `sub`), if the type has it.
+    pub(crate) fn int<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D, Int>> {
+        let primitive = match field {
+            "codes" => self.codes.clone().into_primitive(),
+            "sub" => self.sub.take()?.into_primitive(),
+            _ => return None,
+        };
+        Some(Tensor::from_primitive(primitive))
+    }
+}
+
+/// `[rows, chunks, bits]` words to `[rows, chunks · 32]` codes (layout: `quant::planes`).
+fn unpack<B: Backend>(words: Tensor<B, 3, Int>, bits: usize) -> Tensor<B, 2, Int> {
+    let [rows, chunks, _] = words.dims();
+    let device = words.device();
+    let (mut at, mut shift) = (0, 0);
+    let mut codes: Option<Tensor<B, 3, Int>> = None;
+    for width in [8usize, 4, 2, 1].into_iter().filter(|w| bits & w != 0) {
+        let per = 32 / width;
+        let plane = words.clone().slice([0..rows, 0..chunks, at..at + width]);
+        let lanes = Tensor::<B, 1, Int>::arange(0..per as i64, &device)
+            .mul_scalar(width as i64)
+            .reshape([1, 1, 1, per])
+            .expand([rows, chunks, width, per]);
+        let values = plane
+            .unsqueeze_dim::<4>(3)
+            .expand([rows, chunks, width, per])
+            .bitwise_right_shift(lanes)
+            .bitwise_and_scalar(((1i64 << width) - 1).elem())
+            .reshape([rows, chunks, 32]);
+        let values = if shift > 0 {
+            values.bitwise_left_shift_scalar((shift as i64).elem())
+        } else {
+            values
+        };
+        codes = Some(match codes {
+            Some(c) => c + values,
+            None => values,
+        });
+        at += width;
+        shift += width;
+    }
+    codes
+        .expect("bits > 0 has at least one plane")
+        .reshape([rows, chunks * 32])
+}
+
+/// `[rows, words]` words of four bytes each to `[rows, words · 4]` unsigned bytes.
+fn unpack_bytes<B: Backend>(words: Tensor<B, 2, Int>) -> Tensor<B, 2, Int> {
+    let [rows, n] = words.dims();
+    let shifts = Tensor::<B, 1, Int>::arange_step(0..32, 8, &words.device())
+        .reshape([1, 1, 4])
+        .expand([rows, n, 4]);
+    words
+        .unsqueeze_dim::<3>(2)
+        .expand([rows, n, 4])
+        .bitwise_right_shift(shifts)
+        .bitwise_and_scalar(0xffi64.elem())
+        .reshape([rows, n * 4])
+}
+
+/// `[rows, n]` to `[rows, n · times]`, each value repeated `times` times in place.
+fn repeat_each<B: Backend>(x: Tensor<B, 2>, times: usize) -> Tensor<B, 2> {
+    let [rows, n] = x.dims();
+    x.unsqueeze_dim::<3>(2)
+        .expand([rows, n, times])
+        .reshape([rows, n * times])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgmlType, GgufFile};
+    use burn::backend::Flex;
+
+    /// The host path and the tensor-op path give the same bits for every block type.
+    #[test]
+    fn host_and_tensor_op_paths_agree() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gguf/dequant.gguf"
+        );
+        let file = GgufFile::open(path).unwrap();
+        let device = Default::default();
+        for ty in GgmlType::ALL {
+            let name = format!("{}.raw", ty.name());
+            let &[rows, cols] = file.tensor(&name).unwrap().shape() else {
+                panic!("2-d fixture")
+            };
+            let bytes = file.tensor_bytes(&name).unwrap();
+            let Some(data) = PackedData::from_gguf(ty, bytes, rows, cols, &name).unwrap() else {
+                continue;
+            };
+            let parts = Packed::<Flex>::upload(data, &device);
+            let packed = Packed::<Flex> {
+                codes: Param::initialized(ParamId::new(), parts.codes),
+                factors: Param::from_tensor(parts.factors),
+                sub: parts.sub.map_or_else(
+                    || placeholder_int(&device),
+                    |t| Param::initialized(ParamId::new(), t),
+                ),
+                codebook: parts
+                    .codebook
+                    .map_or_else(|| placeholder_float(&device), Param::from_tensor),
+            };
+            let host: Vec<f32> = packed.dequantize_host(false).into_data().to_vec().unwrap();
+            let ops = packed.dequantize_ops();
+            let transposed: Vec<f32> = ops.clone().transpose().into_data().to_vec().unwrap();
+            let ops: Vec<f32> = ops.into_data().to_vec().unwrap();
+            let same = host
+                .iter()
+                .zip(&ops)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ty}: host and tensor-op dequantization differ");
+            let host_t: Vec<f32> = packed.dequantize_host(true).into_data().to_vec().unwrap();
+            assert!(
+                host_t
+                    .iter()
+                    .zip(&transposed)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty}: the transposed host path differs"
+            );
+        }
+    }
+}
