@@ -26,10 +26,19 @@ impl<B: Backend> Step<B> {
     /// # Errors
     /// An invalid config or inconsistent ids (neither happens for the named sizes).
     pub fn new(size: &Size, device: &B::Device) -> flux_core::Result<Self> {
-        B::seed(device, 0);
         let c = &size.config;
         c.validate()?;
-        let model = c.init::<B>(device);
+        Self::with_model(c.init::<B>(device), size, device)
+    }
+
+    /// The inputs of `size`'s step (its token counts) for an already built `model`, e.g. one
+    /// loaded from a checkpoint.
+    ///
+    /// # Errors
+    /// Inconsistent ids (does not happen for the named sizes).
+    pub fn with_model(model: Flux<B>, size: &Size, device: &B::Device) -> flux_core::Result<Self> {
+        B::seed(device, 0);
+        let c = model.config().clone();
         let normal = Distribution::Normal(0.0, 1.0);
         let (n_img, n_txt) = (size.n_img(), size.n_txt);
         let img_ids = flux_core::img_ids::<B>(1, size.pixels(), size.pixels(), device)?;

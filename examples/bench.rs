@@ -57,6 +57,11 @@ struct Args {
     /// as a quantized checkpoint loads.
     #[arg(long, global = true)]
     quantize: Option<flux_core::QuantType>,
+    /// Transformer: load this checkpoint (any file `flux_core::load` takes, kept quantized as
+    /// stored, or quantized with `--quantize`) instead of random weights; `--size` then sets
+    /// only the token counts. Prints the peak resident memory after the runs.
+    #[arg(long, global = true)]
+    checkpoint: Option<std::path::PathBuf>,
     /// Transformer: stand-in weights made without a whole-size random draw per weight
     /// (rank-1 products of random vectors; same shapes and step cost).
     #[arg(long, global = true)]
@@ -196,10 +201,15 @@ fn transformer<B: Backend>(
     offload_blocks: bool,
     device: &B::Device,
 ) -> Result<(), Box<dyn Error>> {
-    let c = &size.config;
+    let c = match &args.checkpoint {
+        Some(path) => &flux_core::read_config(path)?,
+        None => &size.config,
+    };
     println!(
         "transformer {} on {:?}: hidden {}, {} heads, {} double + {} single blocks, {} image + {} text tokens",
-        size.name,
+        args.checkpoint
+            .as_ref()
+            .map_or(size.name.to_string(), |p| p.display().to_string()),
         args.backend,
         c.hidden_size,
         c.num_heads,
@@ -215,6 +225,30 @@ fn transformer<B: Backend>(
         other => return Err(format!("--dtype {other}: one of f32, bf16, f16").into()),
     };
     let start = Instant::now();
+    if let Some(path) = &args.checkpoint {
+        let options = flux_core::LoadConfig {
+            dtype: Some(dtype.into()),
+            quantization: args
+                .quantize
+                .map_or(flux_core::Quantization::AsStored, flux_core::Quantization::To),
+            ..Default::default()
+        };
+        let model = flux_core::load_with::<B>(path, device, options)?;
+        let bytes = flux_io::nn::ParamBytes::of(&model);
+        println!(
+            "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), peak RSS {:.2} GB",
+            path.display(),
+            start.elapsed().as_secs_f64(),
+            bytes.total() as f64 / 1e9,
+            bytes.packed as f64 / 1e9,
+            bytes.packed_layers,
+            peak_rss_gb()
+        );
+        let step = Step::<B>::with_model(model, size, device)?;
+        times_of(args, &step)?;
+        println!("peak RSS {:.2} GB", peak_rss_gb());
+        return Ok(());
+    }
     let mut step = Step::<B>::new(size, device)?;
     println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     if construct_only {
@@ -251,6 +285,11 @@ fn transformer<B: Backend>(
             start.elapsed().as_secs_f64() * 1e3
         );
     }
+    times_of(args, &step)
+}
+
+/// Times `args.reps` steps after `args.warmup` (the first output checked for finiteness).
+fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<(), Box<dyn Error>> {
     let mut times = Vec::with_capacity(args.reps);
     let mut cpu = Vec::with_capacity(args.reps);
     for i in 0..args.warmup + args.reps {
@@ -324,6 +363,16 @@ fn median(values: &[f64]) -> f64 {
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
     }
+}
+
+/// Peak resident memory of this process so far, in GB (Linux `VmHWM`; 0 elsewhere).
+fn peak_rss_gb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb * 1024.0 / 1e9)
 }
 
 /// User + system CPU time of this process so far, in ms (Linux `/proc/self/stat`, 100 Hz

@@ -113,10 +113,9 @@ fn weights_stay_quantized_with_their_bits_per_weight() {
         let weights = (d.dense - (p.dense - 4 * p.packed_layers)) / 4;
         let held = p.packed as f64 * 8.0 / weights as f64;
         eprintln!(
-            "{file}: {} of {} linear layers packed, {held} bits per packed weight, \
+            "{file}: {} linear layers packed, {held} bits per packed weight, \
              model {} -> {} bytes",
             p.packed_layers,
-            p.packed_layers + 12,
             d.total(),
             p.total()
         );
