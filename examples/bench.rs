@@ -228,9 +228,10 @@ fn transformer<B: Backend>(
     if let Some(path) = &args.checkpoint {
         let options = flux_core::LoadConfig {
             dtype: Some(dtype.into()),
-            quantization: args
-                .quantize
-                .map_or(flux_core::Quantization::AsStored, flux_core::Quantization::To),
+            quantization: args.quantize.map_or(
+                flux_core::Quantization::AsStored,
+                flux_core::Quantization::To,
+            ),
             ..Default::default()
         };
         let model = flux_core::load_with::<B>(path, device, options)?;
