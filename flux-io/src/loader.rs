@@ -259,13 +259,16 @@ impl<B: Backend> Loader<'_, B> {
             return Ok(LinearWeight::Packed(Box::new(packed)));
         }
         let data = self.fetch(path, &[rows, cols])?;
-        if let Quantization::To(ty) = quantization {
-            let values = to_f32(data.clone(), path)?;
-            if let Some(packed) = PackedData::quantize(ty, &values, rows, cols, path)? {
-                return Ok(LinearWeight::Packed(Box::new(packed)));
-            }
-        }
-        Ok(LinearWeight::Dense(data))
+        let Quantization::To(ty) = quantization else {
+            return Ok(LinearWeight::Dense(data));
+        };
+        let values = to_f32(data, path)?;
+        Ok(match PackedData::quantize(ty, &values, rows, cols, path)? {
+            Some(packed) => LinearWeight::Packed(Box::new(packed)),
+            // Left dense (too small, or rows not whole blocks): the f32 values, exactly the
+            // stored ones.
+            None => LinearWeight::Dense(TensorData::new(values, [rows, cols])),
+        })
     }
 
     /// `key` packed as stored, if it is a GGUF block tensor or fp8 of shape `[rows, cols]`.
