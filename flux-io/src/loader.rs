@@ -12,7 +12,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use crate::nn::{Linear, Packed, PackedParts};
+use crate::nn::PackedSlot;
 use crate::quant::{Fp8, PackedData, Quantization};
 use crate::weights::Raw;
 use crate::{Error, KeyMap, Result, Source, Weights};
@@ -110,7 +110,7 @@ pub struct Loader<'a, B: Backend> {
     /// The first error other than a missing key (missing keys are all collected).
     error: Option<Error>,
     /// A `Linear` weight just loaded packed, waiting for the layer's `Packed` fields.
-    pending: Option<PackedParts<B>>,
+    pending: PackedSlot<B>,
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
@@ -131,7 +131,7 @@ impl<'a, B: Backend> Loader<'a, B> {
             used: BTreeSet::new(),
             missing: Vec::new(),
             error: None,
-            pending: None,
+            pending: PackedSlot::new(),
         }
     }
 
@@ -335,9 +335,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     }
 
     fn exit_module(&mut self, name: &str, container_type: &str) {
-        if name == "packed" && container_type == "Struct:Linear" {
-            self.pending = None;
-        }
+        self.pending.exit_module(name, container_type);
         if !container_type.starts_with("Enum:") {
             self.path.pop();
             self.containers.pop();
@@ -352,19 +350,13 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
             return param;
         }
         let field = self.path.last().map(String::as_str).unwrap_or_default();
-        match self.pending.as_mut().and_then(|p| p.int::<D>(field)) {
-            Some(t) => Param::initialized(param.id, t),
-            None => param,
-        }
+        self.pending.int(field, param)
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if self.in_packed() {
             let field = self.path.last().map(String::as_str).unwrap_or_default();
-            return match self.pending.as_mut().and_then(|p| p.float::<D>(field)) {
-                Some(t) => Param::initialized(param.id, t),
-                None => param,
-            };
+            return self.pending.float(field, param);
         }
         let path = self.path.join(".");
         let linear_weight = D == 2
@@ -382,11 +374,8 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         let data = match fetched {
             Ok(LinearWeight::Dense(data)) => data,
             Ok(LinearWeight::Packed(packed)) => {
-                // The layer's weight becomes a stand-in carrying its dtype; the codes and
-                // factors go to its `Packed` fields, visited next.
-                self.pending = Some(Packed::upload(*packed, self.device));
-                let tensor = Linear::<B>::dtype_carrier(self.options.dtype, self.device);
-                return Param::initialized(param.id, tensor);
+                let weight = self.pending.fill(*packed, self.options.dtype, self.device);
+                return Param::initialized(param.id, weight);
             }
             Err(Error::MissingKeys(_)) => return param,
             Err(e) => {

@@ -54,6 +54,12 @@ impl Visitor {
     }
 }
 
+/// Bytes of a parameter of `shape`: in its dtype once initialised, else counted as 4-byte
+/// values (lazy parameters are drawn in f32).
+fn held(shape: burn::tensor::Shape, dtype: Option<burn::tensor::DType>) -> usize {
+    shape.num_elements() * dtype.map_or(4, |d| d.size())
+}
+
 impl<B: Backend> ModuleVisitor<B> for Visitor {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.tracker.enter_module(name, container_type);
@@ -64,22 +70,18 @@ impl<B: Backend> ModuleVisitor<B> for Visitor {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let n = if param.is_initialized() {
-            let t = param.val();
-            t.shape().num_elements() * t.dtype().size()
-        } else {
-            param.lazy_shape().num_elements() * 4
-        };
-        self.add(n, &param.lazy_shape().dims::<D>());
+        let dtype = param.is_initialized().then(|| param.val().dtype());
+        self.add(
+            held(param.lazy_shape(), dtype),
+            &param.lazy_shape().dims::<D>(),
+        );
     }
 
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
-        let n = if param.is_initialized() {
-            let t = param.val();
-            t.shape().num_elements() * t.dtype().size()
-        } else {
-            param.lazy_shape().num_elements() * 4
-        };
-        self.add(n, &param.lazy_shape().dims::<D>());
+        let dtype = param.is_initialized().then(|| param.val().dtype());
+        self.add(
+            held(param.lazy_shape(), dtype),
+            &param.lazy_shape().dims::<D>(),
+        );
     }
 }

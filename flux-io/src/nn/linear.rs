@@ -43,7 +43,7 @@ impl<B: Backend> Linear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let bias = self.bias.as_ref().map(Param::val);
         if self.packed.is_present()
-            && let Some(y) = self.packed.matmul_few(&x.clone().cast(FloatDType::F32))
+            && let Some(y) = self.packed.matmul_few(&x)
         {
             // A few rows on a CPU backend: straight from the packed form.
             let y = y.cast(float_dtype(x.dtype()));

@@ -13,5 +13,5 @@ mod quantize;
 pub use bytes::ParamBytes;
 pub use linear::Linear;
 pub use packed::Packed;
-pub(crate) use packed::{PackedParts, PackedTracker, Visited};
+pub(crate) use packed::{PackedSlot, PackedTracker, Visited};
 pub use quantize::quantize;

@@ -423,7 +423,7 @@ pub(crate) struct PackedParts<B: Backend> {
 impl<B: Backend> PackedParts<B> {
     /// The float part for the `Packed` field `field` (`factors`, `codebook`), if the type has
     /// it.
-    pub(crate) fn float<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D>> {
+    fn float<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D>> {
         let primitive = match field {
             "factors" => self.factors.clone().into_primitive(),
             "codebook" => self.codebook.take()?.into_primitive(),
@@ -433,13 +433,66 @@ impl<B: Backend> PackedParts<B> {
     }
 
     /// The integer part for the `Packed` field `field` (`codes`, `sub`), if the type has it.
-    pub(crate) fn int<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D, Int>> {
+    fn int<const D: usize>(&mut self, field: &str) -> Option<Tensor<B, D, Int>> {
         let primitive = match field {
             "codes" => self.codes.clone().into_primitive(),
             "sub" => self.sub.take()?.into_primitive(),
             _ => return None,
         };
         Some(Tensor::from_primitive(primitive))
+    }
+}
+
+/// How a module walk that packs weights (the loader, [`super::quantize`]) hands a packed weight
+/// to its `Linear`: the layer's `weight` becomes the dtype stand-in and the packed parts wait
+/// here for the layer's `Packed` fields, which the walk visits next.
+pub(crate) struct PackedSlot<B: Backend>(Option<PackedParts<B>>);
+
+impl<B: Backend> PackedSlot<B> {
+    pub(crate) fn new() -> Self {
+        Self(None)
+    }
+
+    /// Uploads `data` to wait for the layer's `Packed` fields; returns the layer's new weight.
+    pub(crate) fn fill<const D: usize>(
+        &mut self,
+        data: PackedData,
+        dtype: Option<burn::tensor::DType>,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        self.0 = Some(Packed::upload(data, device));
+        super::Linear::<B>::dtype_carrier(dtype, device)
+    }
+
+    /// The `Packed` float field `field`: its waiting part, else `param` unchanged.
+    pub(crate) fn float<const D: usize>(
+        &mut self,
+        field: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        match self.0.as_mut().and_then(|p| p.float::<D>(field)) {
+            Some(t) => Param::initialized(param.id, t),
+            None => param,
+        }
+    }
+
+    /// The `Packed` integer field `field`: its waiting part, else `param` unchanged.
+    pub(crate) fn int<const D: usize>(
+        &mut self,
+        field: &str,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
+        match self.0.as_mut().and_then(|p| p.int::<D>(field)) {
+            Some(t) => Param::initialized(param.id, t),
+            None => param,
+        }
+    }
+
+    /// Call from the walk's `exit_module`: leaving a layer's `Packed` empties the slot.
+    pub(crate) fn exit_module(&mut self, name: &str, container_type: &str) {
+        if name == "packed" && container_type == "Struct:Linear" {
+            self.0 = None;
+        }
     }
 }
 

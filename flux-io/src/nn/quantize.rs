@@ -4,7 +4,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::{Linear, Packed, PackedParts};
+use super::PackedSlot;
 use crate::quant::{PackedData, QuantType};
 
 /// Quantizes every dense `Linear` weight of `module` to `ty` (those a checkpoint would store
@@ -19,7 +19,7 @@ pub fn quantize<B: Backend, M: Module<B>>(module: M, ty: QuantType) -> M {
         ty,
         containers: Vec::new(),
         names: Vec::new(),
-        pending: None,
+        pending: PackedSlot::new(),
     };
     module.map(&mut mapper)
 }
@@ -28,7 +28,7 @@ struct Quantizer<B: Backend> {
     ty: QuantType,
     containers: Vec<String>,
     names: Vec<String>,
-    pending: Option<PackedParts<B>>,
+    pending: PackedSlot<B>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
@@ -38,9 +38,7 @@ impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
     }
 
     fn exit_module(&mut self, name: &str, container_type: &str) {
-        if name == "packed" && container_type == "Struct:Linear" {
-            self.pending = None;
-        }
+        self.pending.exit_module(name, container_type);
         self.names.pop();
         self.containers.pop();
     }
@@ -49,11 +47,7 @@ impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
         let container = self.containers.last().map(String::as_str);
         let name = self.names.last().map(String::as_str);
         if container == Some("Struct:Packed") {
-            let field = name.unwrap_or_default();
-            return match self.pending.as_mut().and_then(|p| p.float::<D>(field)) {
-                Some(t) => Param::initialized(param.id, t),
-                None => param,
-            };
+            return self.pending.float(name.unwrap_or_default(), param);
         }
         if D != 2 || container != Some("Struct:Linear") || name != Some("weight") {
             return param;
@@ -78,9 +72,7 @@ impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
         let path = self.names.join(".");
         match PackedData::quantize(self.ty, &values, rows, cols, &path) {
             Ok(Some(packed)) => {
-                self.pending = Some(Packed::upload(packed, &device));
-                let carrier = Linear::<B>::dtype_carrier(Some(dtype), &device);
-                Param::initialized(id, carrier)
+                Param::initialized(id, self.pending.fill(packed, Some(dtype), &device))
             }
             // Not quantizable (shape) or not finite: left dense, as the loader would.
             Ok(None) | Err(_) => Param::initialized(id, weight),
@@ -95,9 +87,6 @@ impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
             return param;
         }
         let field = self.names.last().map(String::as_str).unwrap_or_default();
-        match self.pending.as_mut().and_then(|p| p.int::<D>(field)) {
-            Some(t) => Param::initialized(param.id, t),
-            None => param,
-        }
+        self.pending.int(field, param)
     }
 }
