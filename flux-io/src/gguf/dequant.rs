@@ -1,13 +1,13 @@
-//! Decoding of the float types and the legacy 32-value block quants, the
-//! entry points for every type, and block unpackers for direct use of
-//! Q4_0/Q8_0 data.
+//! Decoding of every supported type: the float types here, the block types
+//! through [`super::split`] (one description of each block layout, shared
+//! with the packed weights that stay quantized in memory).
 //!
 //! Each formula is evaluated with the same f32 operations in the same order
 //! as gguf-py's `gguf.quants` (no fused multiply-add), so results are
 //! bit-identical to it.
 
 use super::error::GgufError;
-use super::kquants;
+use super::split::{SplitBlock, dequantize_block};
 use super::types::GgmlType;
 
 /// Decodes `n_values` values of type `ty` from `bytes` into a new vector.
@@ -51,16 +51,12 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
         GgmlType::BF16 => floats::<2>(bytes, out, |b| {
             f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)
         }),
-        GgmlType::Q4_0 => each(blocks, outs, q4_0_block),
-        GgmlType::Q4_1 => each(blocks, outs, q4_1_block),
-        GgmlType::Q5_0 => each(blocks, outs, q5_0_block),
-        GgmlType::Q5_1 => each(blocks, outs, q5_1_block),
-        GgmlType::Q8_0 => each(blocks, outs, q8_0_block),
-        GgmlType::Q2_K => each(blocks, outs, kquants::q2_k_block),
-        GgmlType::Q3_K => each(blocks, outs, kquants::q3_k_block),
-        GgmlType::Q4_K => each(blocks, outs, kquants::q4_k_block),
-        GgmlType::Q5_K => each(blocks, outs, kquants::q5_k_block),
-        GgmlType::Q6_K => each(blocks, outs, kquants::q6_k_block),
+        _ => {
+            let mut scratch = SplitBlock::default();
+            for (b, o) in blocks.zip(outs) {
+                dequantize_block(ty, b, o, &mut scratch);
+            }
+        }
     }
     Ok(())
 }
@@ -85,20 +81,6 @@ fn check_len(ty: GgmlType, bytes: &[u8], n_values: usize) -> Result<(), GgufErro
     })
 }
 
-/// Runs a fixed-size block decoder over matching chunks. The chunk lengths
-/// were checked by `check_len`, so the conversions to arrays cannot fail.
-fn each<'a, const B: usize, const N: usize>(
-    blocks: impl Iterator<Item = &'a [u8]>,
-    outs: impl Iterator<Item = &'a mut [f32]>,
-    f: fn(&[u8; B], &mut [f32; N]),
-) {
-    for (b, o) in blocks.zip(outs) {
-        if let (Ok(b), Ok(o)) = (<&[u8; B]>::try_from(b), <&mut [f32; N]>::try_from(o)) {
-            f(b, o);
-        }
-    }
-}
-
 /// Converts IEEE half-precision bits to f32 exactly, keeping NaN payloads
 /// (as numpy's scalar conversion does). Branch-free so loops vectorise.
 #[inline(always)]
@@ -111,88 +93,6 @@ pub(super) fn f16_to_f32(h: u16) -> f32 {
     let finite = (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits();
     let special = 0x7f80_0000 | ((em & 0x03ff) << 13);
     f32::from_bits(sign | if em >= 0x7c00 { special } else { finite })
-}
-
-/// Reads the little-endian f16 at `b[i..i + 2]` as f32.
-#[inline(always)]
-pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
-}
-
-fn q4_0_block(b: &[u8; 18], o: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for j in 0..16 {
-        o[j] = d * (i32::from(b[2 + j] & 0x0f) - 8) as f32;
-        o[j + 16] = d * (i32::from(b[2 + j] >> 4) - 8) as f32;
-    }
-}
-
-fn q4_1_block(b: &[u8; 20], o: &mut [f32; 32]) {
-    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    for j in 0..16 {
-        o[j] = d * f32::from(b[4 + j] & 0x0f) + m;
-        o[j + 16] = d * f32::from(b[4 + j] >> 4) + m;
-    }
-}
-
-/// The 32 five-bit values of a Q5_0/Q5_1 block: low nibbles from `qs`
-/// (element j in the low nibble of byte j, element j+16 in its high nibble),
-/// fifth bits from the little-endian u32 `qh` (bit j for element j).
-#[inline(always)]
-pub(super) fn five_bit_values(qh: [u8; 4], qs: &[u8]) -> [u8; 32] {
-    let qh = u32::from_le_bytes(qh);
-    let mut q = [0u8; 32];
-    for j in 0..16 {
-        q[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
-        q[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-    }
-    q
-}
-
-fn q5_0_block(b: &[u8; 22], o: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    let q = five_bit_values([b[2], b[3], b[4], b[5]], &b[6..22]);
-    for j in 0..32 {
-        o[j] = d * (i32::from(q[j]) - 16) as f32;
-    }
-}
-
-fn q5_1_block(b: &[u8; 24], o: &mut [f32; 32]) {
-    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let q = five_bit_values([b[4], b[5], b[6], b[7]], &b[8..24]);
-    for j in 0..32 {
-        o[j] = d * f32::from(q[j]) + m;
-    }
-}
-
-fn q8_0_block(b: &[u8; 34], o: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for j in 0..32 {
-        o[j] = f32::from(b[2 + j] as i8) * d;
-    }
-}
-
-/// Splits one Q4_0 block into its scale and its 32 signed 4-bit values
-/// (`q − 8`, in element order), so that value `j` is `scale · values[j]`.
-///
-/// Useful for building other symmetric 4-bit formats without going through f32.
-pub fn q4_0_unpack_block(block: &[u8; 18]) -> (f32, [i8; 32]) {
-    let mut v = [0i8; 32];
-    for j in 0..16 {
-        v[j] = (block[2 + j] & 0x0f) as i8 - 8;
-        v[j + 16] = (block[2 + j] >> 4) as i8 - 8;
-    }
-    (f16_at(block, 0), v)
-}
-
-/// Splits one Q8_0 block into its scale and its 32 signed 8-bit values, so
-/// that value `j` is `scale · values[j]`.
-pub fn q8_0_unpack_block(block: &[u8; 34]) -> (f32, [i8; 32]) {
-    let mut v = [0i8; 32];
-    for (dst, &src) in v.iter_mut().zip(&block[2..]) {
-        *dst = src as i8;
-    }
-    (f16_at(block, 0), v)
 }
 
 #[cfg(test)]
@@ -210,25 +110,6 @@ mod tests {
             } else {
                 assert_eq!(ours.to_bits(), theirs.to_bits(), "bits {bits:#06x}");
             }
-        }
-    }
-
-    #[test]
-    fn unpack_agrees_with_dequantize() {
-        let mut b4 = [0u8; 18];
-        let mut b8 = [0u8; 34];
-        for (i, x) in b4.iter_mut().chain(b8.iter_mut()).enumerate() {
-            *x = (i as u8).wrapping_mul(37).wrapping_add(11);
-        }
-        b4[..2].copy_from_slice(&half::f16::from_f32(0.125).to_bits().to_le_bytes());
-        b8[..2].copy_from_slice(&half::f16::from_f32(-0.5).to_bits().to_le_bytes());
-        for (ty, bytes, (d, v)) in [
-            (GgmlType::Q4_0, &b4[..], q4_0_unpack_block(&b4)),
-            (GgmlType::Q8_0, &b8[..], q8_0_unpack_block(&b8)),
-        ] {
-            let want = dequantize(ty, bytes, 32).unwrap();
-            let got: Vec<f32> = v.iter().map(|&q| d * f32::from(q)).collect();
-            assert_eq!(got, want, "{ty}");
         }
     }
 

@@ -15,9 +15,6 @@
 //!   encoder, so neither has this module).
 //! * [`GgufWriter`] writes GGUF v3 with 32-byte alignment, one tensor's data
 //!   at a time.
-//! * [`q4_0_unpack_block`] and [`q8_0_unpack_block`] split a block into its
-//!   scale and signed integer values, for building other quantized formats
-//!   without going through f32.
 //!
 //! Shapes: GGUF stores dimensions innermost first ("ggml order");
 //! [`GgufTensorInfo::shape`] gives them in PyTorch order (outermost first),
@@ -47,7 +44,6 @@
 mod dequant;
 mod error;
 mod fields;
-mod kquants;
 mod parse;
 mod quantize;
 mod reader;
@@ -57,7 +53,7 @@ mod types;
 mod value;
 mod writer;
 
-pub use dequant::{dequantize, dequantize_into, q4_0_unpack_block, q8_0_unpack_block};
+pub use dequant::{dequantize, dequantize_into};
 pub use error::GgufError;
 pub use quantize::{f32_to_bf16_bits, f32_to_f16_bits, quantize};
 pub use reader::GgufFile;

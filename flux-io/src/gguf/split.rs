@@ -8,8 +8,7 @@
 //! exactly gguf-py's values (its `dequantize` forms the same products in the same order).
 
 use super::GgmlType;
-use super::dequant::five_bit_values;
-use super::kquants::scale_min_k4;
+use super::dequant::f16_to_f32;
 
 /// One block, split. Codes are in value order; sub-block factors are stored `+128` (so that
 /// the signed `Q3_K`/`Q6_K` scales and the unsigned others share one unsigned 8-bit field).
@@ -20,10 +19,94 @@ pub(crate) struct SplitBlock {
     pub d: u16,
     /// f16 bits of the block's offset: `m` (Q4_1, Q5_1) or `−dmin` (Q2_K, Q4_K, Q5_K).
     pub offset: Option<u16>,
-    /// Sub-block scales `sc + 128` (K-quants).
-    pub sub_scales: Vec<u8>,
+    /// Sub-block scales `sc + 128` (K-quants: the first [`sub_blocks`] entries).
+    pub sub_scales: [u8; 16],
     /// Sub-block mins `mn + 128` (Q2_K, Q4_K, Q5_K).
-    pub sub_mins: Vec<u8>,
+    pub sub_mins: [u8; 16],
+}
+
+impl Default for SplitBlock {
+    fn default() -> Self {
+        Self {
+            codes: [0; 256],
+            d: 0,
+            offset: None,
+            sub_scales: [0; 16],
+            sub_mins: [0; 16],
+        }
+    }
+}
+
+/// Decodes one block of `ty` (`b.len() == ty.type_size()`, `out.len() == ty.block_size()`,
+/// checked by the caller) to f32: gguf-py's products in gguf-py's order (`d·sc` and
+/// `dmin·mn` first, then `factor·q − offset`), so the values are bit-identical to
+/// `gguf.quants.dequantize`.
+/// `s` is scratch space, reused across blocks.
+pub(crate) fn dequantize_block(ty: GgmlType, b: &[u8], out: &mut [f32], s: &mut SplitBlock) {
+    split_block(ty, b, s);
+    let bits = code_bits(ty).expect("a block type");
+    let d = f16_to_f32(s.d);
+    let offset = s.offset.map(f16_to_f32);
+    let zero = if offset.is_some() {
+        0
+    } else {
+        1i32 << (bits - 1)
+    };
+    let n_sub = sub_blocks(ty);
+    // Per group of values: its scale and offset (a K-quant's sub-block, or the whole block).
+    let groups = n_sub.max(1);
+    let size = out.len() / groups;
+    for (g, (out, codes)) in out
+        .chunks_exact_mut(size)
+        .zip(s.codes.chunks_exact(size))
+        .enumerate()
+    {
+        let factor = |v: u8| f32::from(v) - 128.0;
+        let (scale, off) = if n_sub > 0 {
+            let mn = offset.map(|o| o * factor(s.sub_mins[g]));
+            (d * factor(s.sub_scales[g]), mn)
+        } else {
+            (d, offset)
+        };
+        match off {
+            Some(o) => {
+                for (x, &u) in out.iter_mut().zip(codes) {
+                    *x = (i32::from(u) - zero) as f32 * scale + o;
+                }
+            }
+            None => {
+                for (x, &u) in out.iter_mut().zip(codes) {
+                    *x = (i32::from(u) - zero) as f32 * scale;
+                }
+            }
+        }
+    }
+}
+
+/// The 32 five-bit values of a Q5_0/Q5_1 block: low nibbles from `qs` (element j in the low
+/// nibble of byte j, element j+16 in its high nibble), fifth bits from the little-endian u32
+/// `qh` (bit j for element j).
+fn five_bit_values(qh: [u8; 4], qs: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes(qh);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+        q[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    q
+}
+
+/// The eight 6-bit (scale, min) pairs packed in the 12 `scales` bytes of Q4_K and Q5_K.
+fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 0x3f;
+        mn[j] = s[j + 4] & 0x3f;
+        sc[j + 4] = (s[j + 8] & 0x0f) | ((s[j] >> 2) & 0x30);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+    }
+    (sc, mn)
 }
 
 /// The code width of a block type, or `None` for the float types.
@@ -61,18 +144,13 @@ fn biased(v: i32) -> u8 {
     (v + 128) as u8
 }
 
-/// Splits one block of `ty` (`block.len() == ty.type_size()`, checked by the caller).
+/// Splits one block of `ty` (`block.len() == ty.type_size()`, checked by the caller) into `s`
+/// (reused across blocks: every field the type has is overwritten).
 ///
 /// # Panics
 /// For the float types, which have no blocks to split.
-pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
-    let mut s = SplitBlock {
-        codes: [0; 256],
-        d: 0,
-        offset: None,
-        sub_scales: Vec::new(),
-        sub_mins: Vec::new(),
-    };
+pub(crate) fn split_block(ty: GgmlType, b: &[u8], s: &mut SplitBlock) {
+    s.offset = None;
     let u = &mut s.codes;
     match ty {
         GgmlType::Q8_0 => {
@@ -109,11 +187,10 @@ pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
             let (scales, qs) = (&b[0..16], &b[16..80]);
             s.d = u16_at(b, 80);
             s.offset = Some(neg(u16_at(b, 82)));
-            s.sub_scales = scales
-                .iter()
-                .map(|&v| biased(i32::from(v & 0x0f)))
-                .collect();
-            s.sub_mins = scales.iter().map(|&v| biased(i32::from(v >> 4))).collect();
+            for (j, &v) in scales.iter().enumerate() {
+                s.sub_scales[j] = biased(i32::from(v & 0x0f));
+                s.sub_mins[j] = biased(i32::from(v >> 4));
+            }
             for h in 0..2 {
                 for sh in 0..4 {
                     for l in 0..32 {
@@ -125,13 +202,11 @@ pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
         GgmlType::Q3_K => {
             let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
             s.d = u16_at(b, 108);
-            s.sub_scales = (0..16)
-                .map(|k| {
-                    let low = if k < 8 { sc[k] & 0x0f } else { sc[k - 8] >> 4 };
-                    let high = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
-                    biased(i32::from(low | (high << 4)) - 32)
-                })
-                .collect();
+            for (k, x) in s.sub_scales.iter_mut().enumerate() {
+                let low = if k < 8 { sc[k] & 0x0f } else { sc[k - 8] >> 4 };
+                let high = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+                *x = biased(i32::from(low | (high << 4)) - 32);
+            }
             for h in 0..2 {
                 for sh in 0..4 {
                     let group = h * 4 + sh;
@@ -148,8 +223,10 @@ pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
             s.d = u16_at(b, 0);
             s.offset = Some(neg(u16_at(b, 2)));
             let (sc, mn) = scale_min_k4(&b[4..16]);
-            s.sub_scales = sc.iter().map(|&v| biased(i32::from(v))).collect();
-            s.sub_mins = mn.iter().map(|&v| biased(i32::from(v))).collect();
+            for j in 0..8 {
+                s.sub_scales[j] = biased(i32::from(sc[j]));
+                s.sub_mins[j] = biased(i32::from(mn[j]));
+            }
             if ty == GgmlType::Q4_K {
                 for (c, qs) in b[16..144].chunks_exact(32).enumerate() {
                     for l in 0..32 {
@@ -173,7 +250,9 @@ pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
         GgmlType::Q6_K => {
             let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
             s.d = u16_at(b, 208);
-            s.sub_scales = scales.iter().map(|&v| biased(i32::from(v as i8))).collect();
+            for (x, &v) in s.sub_scales.iter_mut().zip(scales) {
+                *x = biased(i32::from(v as i8));
+            }
             for h in 0..2 {
                 for r in 0..4 {
                     let lo_byte = h * 64 + (r % 2) * 32;
@@ -189,5 +268,4 @@ pub(crate) fn split_block(ty: GgmlType, b: &[u8]) -> SplitBlock {
             panic!("split_block: {ty} has no blocks")
         }
     }
-    s
 }

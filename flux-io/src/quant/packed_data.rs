@@ -5,7 +5,7 @@ use burn::tensor::TensorData;
 
 use super::QuantType;
 use super::planes::{push_bytes, push_chunk};
-use crate::gguf::split::{code_bits, split_block, sub_blocks};
+use crate::gguf::split::{SplitBlock, code_bits, split_block, sub_blocks};
 use crate::gguf::{GgmlType, quantize};
 use crate::{Error, Result};
 
@@ -102,8 +102,9 @@ impl PackedData {
         let mut offsets = Vec::with_capacity(if with_offset { scales.capacity() } else { 0 });
         let mut sub_words = Vec::new();
         let (mut row_sc, mut row_mn) = (Vec::new(), Vec::new());
+        let mut s = SplitBlock::default();
         for (i, b) in bytes.chunks_exact(size).enumerate() {
-            let s = split_block(ty, b);
+            split_block(ty, b, &mut s);
             if !f16_finite(s.d) || s.offset.is_some_and(|o| !f16_finite(o)) {
                 return Err(Error::NonFinite(key.to_string()));
             }
@@ -115,8 +116,8 @@ impl PackedData {
                 push_chunk(&mut codes, chunk, bits);
             }
             if n_sub > 0 {
-                row_sc.extend_from_slice(&s.sub_scales);
-                row_mn.extend_from_slice(&s.sub_mins);
+                row_sc.extend_from_slice(&s.sub_scales[..n_sub]);
+                row_mn.extend_from_slice(&s.sub_mins[..n_sub]);
                 if (i + 1) % blocks_per_row == 0 {
                     // One row's factors, scales and mins interleaved word by word.
                     let (mut sw, mut mw) = (Vec::new(), Vec::new());
