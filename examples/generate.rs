@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use flux::{
-    GenerateRequest, ImageMetadata, MemoryMode, MemoryPlan, ModelFiles, ModelSizes, Pipeline,
-    Progress, QuantType, Quantization, Stage, save_png,
+    GenerateRequest, ImageMetadata, LoraMode, MemoryMode, MemoryPlan, ModelFiles, ModelSizes,
+    Pipeline, Progress, QuantType, Quantization, Stage, save_png,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -102,6 +102,24 @@ struct Args {
     /// img2img strength in (0, 1]: the share of the schedule that runs (1 ignores the image).
     #[arg(long, default_value_t = 0.6, requires = "init_image")]
     strength: f64,
+    /// Apply a LoRA: `FILE` or `FILE:STRENGTH` (default strength 1). Repeat for several.
+    /// diffusers/PEFT, kohya, BFL/ComfyUI, XLabs, LoKr and LoHa files are recognised from
+    /// their keys; one whose names match no layer is an error (see --lora-lenient).
+    #[arg(long = "lora", value_parser = parse_lora)]
+    loras: Vec<(PathBuf, f32)>,
+    /// `merged`: LoRAs added to the weights at load (no cost per step); `runtime`: kept
+    /// beside them (quantized layers always take LoRAs at run time).
+    #[arg(long, value_enum, default_value_t = LoraModeArg::Merged)]
+    lora_mode: LoraModeArg,
+    /// Warn about LoRA module names that match no layer instead of failing.
+    #[arg(long)]
+    lora_lenient: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum LoraModeArg {
+    Merged,
+    Runtime,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,8 +207,28 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         .memory(memory)
         .offload_blocks(args.offload_blocks)
         .quantization(args.quantize.unwrap_or_default())
+        .lora_mode(match args.lora_mode {
+            LoraModeArg::Merged => LoraMode::Merged,
+            LoraModeArg::Runtime => LoraMode::Runtime,
+        })
+        .lora_lenient(args.lora_lenient);
+    let pipeline = args
+        .loras
+        .iter()
+        .fold(pipeline, |p, (path, strength)| p.lora(path, *strength))
         .build()
         .map_err(|e| e.to_string())?;
+    for report in pipeline.lora_reports() {
+        println!("lora: {report}");
+        if !report.unmatched.is_empty() {
+            eprintln!(
+                "warning: {} module(s) of {} matched no layer and were not applied: {}",
+                report.unmatched.len(),
+                report.name,
+                report.unmatched.join(", ")
+            );
+        }
+    }
     let load_time = started.elapsed();
 
     let request = GenerateRequest::new(&args.prompt)
@@ -291,6 +329,19 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     }
     println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `--lora FILE[:STRENGTH]` (the last `:` starts a strength only if a number follows, so
+/// paths with colons still work).
+fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
+    match s.rsplit_once(':') {
+        Some((path, strength)) if !path.is_empty() => match strength.parse::<f32>() {
+            Ok(v) if v.is_finite() => Ok((PathBuf::from(path), v)),
+            Ok(_) => Err(format!("LoRA strength `{strength}` is not finite")),
+            Err(_) => Ok((PathBuf::from(s), 1.0)),
+        },
+        _ => Ok((PathBuf::from(s), 1.0)),
+    }
 }
 
 /// `--quantize`: a [`QuantType`] name, or `none` for dense weights.

@@ -59,6 +59,33 @@ impl<B: Backend, M: Module<B>> Blocks<B, M> {
         }
     }
 
+    /// Each block through `f` (with its index): in place when resident; uploaded, changed and
+    /// moved back to host memory one at a time when offloaded.
+    pub(crate) fn try_map_each<E>(
+        self,
+        skeleton: impl Fn() -> M,
+        device: &B::Device,
+        mut f: impl FnMut(M, usize) -> Result<M, E>,
+    ) -> Result<Self, E> {
+        Ok(match self {
+            Self::Resident(blocks) => Self::Resident(
+                blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, b)| f(b, i))
+                    .collect::<Result<_, E>>()?,
+            ),
+            Self::Offloaded(host) => {
+                let mut blocks = Vec::with_capacity(host.blocks.len());
+                for (i, params) in host.blocks.iter().enumerate() {
+                    let block = f(params.upload(skeleton(), device), i)?;
+                    blocks.push(HostParams::from_module(block));
+                }
+                Self::Offloaded(HostBlocks::new(blocks))
+            }
+        })
+    }
+
     /// The same blocks in host memory (already offloaded ones are kept as they are).
     pub(crate) fn offload(self) -> Self {
         match self {

@@ -21,6 +21,7 @@ mod embed;
 mod error;
 mod f32_tensor;
 mod last_layer;
+mod lora;
 mod mlp;
 mod model;
 mod modulation;

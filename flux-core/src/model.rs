@@ -100,6 +100,11 @@ impl<B: Backend> Flux<B> {
         self.img_in.dtype()
     }
 
+    /// The device the model's resident part lives on (offloaded blocks are uploaded there).
+    pub fn device(&self) -> B::Device {
+        self.img_in.weight().device()
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &FluxConfig {
         &self.config

@@ -116,6 +116,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// A LoRA file that cannot be applied: a factor without its partner, factors whose shapes
+    /// do not fit each other or the layer, an unsupported adapter type.
+    #[error("LoRA {file}: {reason}")]
+    Lora {
+        /// The LoRA file.
+        file: String,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
+
+    /// LoRA keys that match no layer of the model: the LoRA was made for another model (or
+    /// uses names this loader does not know). Never applied silently.
+    #[error(
+        "LoRA {file}: {} key(s) match no layer of this model{hint}: {}",
+        .keys.len(),
+        list(.keys)
+    )]
+    LoraUnmatched {
+        /// The LoRA file.
+        file: String,
+        /// The unmatched module keys.
+        keys: Vec<String>,
+        /// What the names suggest (e.g. ` (an SD/SDXL LoRA?)`), or empty.
+        hint: String,
+    },
+
     /// The backend cannot run on the requested device (no adapter, no driver).
     #[error("device unusable: {0}")]
     Device(String),

@@ -31,6 +31,7 @@ mod host_params;
 mod kernels;
 mod keymap;
 mod loader;
+pub mod lora;
 pub mod nn;
 pub mod ops;
 pub mod quant;

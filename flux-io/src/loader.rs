@@ -354,6 +354,15 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self
+            .containers
+            .last()
+            .is_some_and(|c| c == "Struct:LoraAdapter")
+        {
+            // Run-time LoRA updates are attached after loading (`crate::lora`), never read
+            // from the base checkpoint.
+            return param;
+        }
         if self.in_packed() {
             let field = self.path.last().map(String::as_str).unwrap_or_default();
             return self.pending.float(field, param);

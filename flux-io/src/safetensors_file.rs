@@ -73,6 +73,12 @@ impl SafetensorsFile {
         self.names.iter().map(String::as_str)
     }
 
+    /// The header's free-form `__metadata__` string map (e.g. diffusers' LoRA adapter
+    /// configs), if present.
+    pub fn user_metadata(&self) -> Option<&std::collections::HashMap<String, String>> {
+        self.metadata.metadata().as_ref()
+    }
+
     /// Dtype and shape of `name`, if present.
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.metadata.info(name)

@@ -133,6 +133,14 @@ impl Weights {
         Ok(Self { files, index })
     }
 
+    /// The value of `key` in a safetensors file's `__metadata__` (the first file that has it).
+    pub fn user_metadata(&self, key: &str) -> Option<&str> {
+        self.files.iter().find_map(|f| match f {
+            StoredFile::Safetensors(f) => f.user_metadata()?.get(key).map(String::as_str),
+            StoredFile::Gguf(_) => None,
+        })
+    }
+
     /// All tensor names, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)

@@ -16,7 +16,9 @@ mod error;
 mod t5;
 mod tokenizer;
 
-pub use clip::{ClipConfig, ClipOutput, ClipTextEncoder, load_clip, load_clip_with};
+pub use clip::{
+    ClipConfig, ClipOutput, ClipTextEncoder, load_clip, load_clip_with, read_clip_config,
+};
 pub use error::{Error, Result};
 /// Options of [`load_t5_with`] (`LoadConfig<T5Config>`) and [`load_clip_with`]
 /// (`LoadConfig<ClipConfig>`): an explicit config and the parameters' dtype.

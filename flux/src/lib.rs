@@ -38,6 +38,7 @@ mod request;
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
 pub use flux_core::{QuantType, Quantization};
+pub use flux_io::lora::{LoraFormat, LoraMode, LoraReport};
 pub use kind::ModelKind;
 pub use memory::{MemoryPlan, ModelSizes};
 pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, Resolved};

@@ -1,6 +1,7 @@
 //! [`Pipeline`]: text encoders, transformer, sampler and VAE, from a prompt to images.
 
 mod denoise;
+mod lora;
 mod plan;
 
 pub use plan::Resolved;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use flux_core::{Flux, Quantization};
+use flux_io::lora::LoraMode;
 use flux_text::{ClipTextEncoder, ClipTokenizer, T5Encoder, T5Tokenizer};
 use flux_vae::AutoEncoder;
 use image::RgbImage;
@@ -64,6 +66,9 @@ pub struct PipelineBuilder<B: Backend> {
     offload_blocks: bool,
     quantization: Quantization,
     t5_max_len: Option<usize>,
+    loras: Vec<(PathBuf, f32)>,
+    lora_mode: LoraMode,
+    lora_lenient: bool,
 }
 
 impl<B: Backend> PipelineBuilder<B> {
@@ -140,6 +145,33 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// Adds a LoRA file at `strength` (1 = as trained; repeat for several, each with its own
+    /// strength). Every format FLUX LoRAs come in is recognised from its keys
+    /// ([`flux_io::lora::LoraFormat`]); its updates to the transformer and to CLIP are
+    /// matched to their layers when the pipeline is built, and a LoRA with module names that
+    /// match nothing is an error there (see [`PipelineBuilder::lora_lenient`]), never a
+    /// silent no-op. [`Pipeline::lora_reports`] says what each one touched.
+    pub fn lora(mut self, path: impl Into<PathBuf>, strength: f32) -> Self {
+        self.loras.push((path.into(), strength));
+        self
+    }
+
+    /// How LoRAs are applied (default [`LoraMode::Merged`]: into the weights at load, no
+    /// cost per step). [`LoraMode::Runtime`] keeps them beside the weights, so
+    /// [`GenerateRequest::with_lora_scales`] can change their strengths per request; LoRAs
+    /// on quantized layers always run that way.
+    pub fn lora_mode(mut self, mode: LoraMode) -> Self {
+        self.lora_mode = mode;
+        self
+    }
+
+    /// Accept LoRAs with module names that match no layer (reported in
+    /// [`Pipeline::lora_reports`] instead of failing the build). Default off.
+    pub fn lora_lenient(mut self, lenient: bool) -> Self {
+        self.lora_lenient = lenient;
+        self
+    }
+
     /// T5 sequence length (default: 512 for [dev], 256 for [schnell], as trained).
     pub fn t5_max_len(mut self, len: usize) -> Self {
         self.t5_max_len = Some(len);
@@ -178,6 +210,19 @@ impl<B: Backend> PipelineBuilder<B> {
         };
         let t5_tokenizer = T5Tokenizer::from_file(&files.t5_tokenizer)?;
         let t5_max_len = self.t5_max_len.unwrap_or(kind.t5_max_len());
+        let loras = if self.loras.is_empty() {
+            None
+        } else {
+            let clip = flux_text::read_clip_config(&files.clip)?;
+            Some(lora::Loras::open::<B>(
+                &self.loras,
+                self.lora_mode,
+                self.lora_lenient,
+                &config,
+                &clip,
+                &self.device,
+            )?)
+        };
         let mut pipeline = Pipeline {
             files,
             kind,
@@ -189,6 +234,7 @@ impl<B: Backend> PipelineBuilder<B> {
             t5_max_len,
             clip_tokenizer,
             t5_tokenizer,
+            loras,
             resident: None,
         };
         if pipeline.memory == MemoryMode::Resident {
@@ -225,6 +271,7 @@ pub struct Pipeline<B: Backend> {
     t5_max_len: usize,
     clip_tokenizer: ClipTokenizer,
     t5_tokenizer: T5Tokenizer,
+    loras: Option<lora::Loras>,
     resident: Option<Models<B>>,
 }
 
@@ -248,6 +295,9 @@ impl<B: Backend> Pipeline<B> {
             offload_blocks: false,
             quantization: Quantization::AsStored,
             t5_max_len: None,
+            loras: Vec::new(),
+            lora_mode: LoraMode::default(),
+            lora_lenient: false,
         }
     }
 

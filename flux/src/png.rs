@@ -27,6 +27,8 @@ pub struct ImageMetadata {
     pub height: u32,
     /// The type the weights were quantized to at load (`q4_0`, ...), if they were.
     pub quantization: Option<String>,
+    /// Each LoRA's file name and strength.
+    pub loras: Vec<(String, f32)>,
 }
 
 impl ImageMetadata {
@@ -42,6 +44,7 @@ impl ImageMetadata {
             width: resolved.width as u32,
             height: resolved.height as u32,
             quantization: None,
+            loras: resolved.loras.clone(),
         }
     }
 
@@ -61,6 +64,10 @@ impl ImageMetadata {
         ]);
         if let Some(q) = &self.quantization {
             entries.push(("quantization", q.clone()));
+        }
+        if !self.loras.is_empty() {
+            let loras: Vec<String> = self.loras.iter().map(|(n, s)| format!("{n}:{s}")).collect();
+            entries.push(("loras", loras.join(", ")));
         }
         entries.push(("software", format!("flux-rs {}", env!("CARGO_PKG_VERSION"))));
         entries

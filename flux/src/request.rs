@@ -33,6 +33,9 @@ pub struct GenerateRequest {
     /// that step's sigma; 1 ignores the image's content. The image is resized to
     /// `width × height` when its size differs.
     pub init_image: Option<(DynamicImage, f64)>,
+    /// The strength of each of the pipeline's LoRAs for this request (in the order they were
+    /// given to the builder); `None`: as loaded. Needs the run-time LoRA mode.
+    pub lora_scales: Option<Vec<f32>>,
 }
 
 impl GenerateRequest {
@@ -48,6 +51,7 @@ impl GenerateRequest {
             images_per_prompt: 1,
             latents: None,
             init_image: None,
+            lora_scales: None,
         }
     }
 
@@ -92,6 +96,13 @@ impl GenerateRequest {
     /// Initial latents `[b, 16, h/8, w/8]`, row-major.
     pub fn with_latents(mut self, latents: Vec<f32>) -> Self {
         self.latents = Some(latents);
+        self
+    }
+
+    /// The strength of each of the pipeline's LoRAs for this request, in the order they were
+    /// given to the builder (run-time LoRA mode; the loaded model is not changed).
+    pub fn with_lora_scales(mut self, scales: impl Into<Vec<f32>>) -> Self {
+        self.lora_scales = Some(scales.into());
         self
     }
 

@@ -16,7 +16,9 @@ use flux_io::{Checkpoint, HostParams, KeyMap, LoadOptions, Loader, Weights, load
 use crate::blocks::{Blocks, HostBlocks};
 use crate::{Flux, FluxConfig, Result};
 use bfl::BflKeys;
-use diffusers::DiffusersKeys;
+
+pub(crate) use bfl::bfl_key;
+pub(crate) use diffusers::DiffusersKeys;
 use infer::infer_config;
 pub use write_gguf::{GgufSummary, write_gguf};
 

@@ -16,6 +16,8 @@ pub struct ParamBytes {
     pub packed: usize,
     /// Linear layers holding a quantized weight.
     pub packed_layers: usize,
+    /// Run-time LoRA updates ([`super::LoraAdapter`]).
+    pub adapters: usize,
 }
 
 impl ParamBytes {
@@ -31,7 +33,7 @@ impl ParamBytes {
 
     /// Everything held.
     pub fn total(&self) -> usize {
-        self.dense + self.packed
+        self.dense + self.packed + self.adapters
     }
 }
 
@@ -49,6 +51,7 @@ impl Visitor {
                 self.bytes.packed += n;
             }
             Visited::Packed => self.bytes.packed += n,
+            Visited::Adapter => self.bytes.adapters += n,
             Visited::Placeholder => {}
         }
     }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType, Tensor};
 
-use super::Packed;
+use super::{LoraAdapter, Packed};
 
 /// `y = x W + b` with `W` held `[d_input, d_output]` (burn's layout; checkpoints store PyTorch's
 /// `[out, in]`, and the loader transposes on the way in), or held quantized ([`Packed`]) and
@@ -14,11 +14,15 @@ use super::Packed;
 ///
 /// A packed layer's `weight` is a `[1, 1]` zero that only records the dtype the layer
 /// computes in (the model's dtype, or f32 after [`Linear::cast`]).
+///
+/// `lora` holds the LoRA updates applied at run time beside the weight ([`LoraAdapter`];
+/// absent unless LoRAs were attached in run-time mode, see [`crate::lora`]).
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     weight: Param<Tensor<B, 2>>,
     bias: Option<Param<Tensor<B, 1>>>,
     packed: Packed<B>,
+    lora: LoraAdapter<B>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -35,6 +39,7 @@ impl<B: Backend> Linear<B> {
             weight: init.init_with([d_input, d_output], fans.0, fans.1, device),
             bias: bias.then(|| init.init_with([d_output], fans.0, fans.1, device)),
             packed: Packed::absent(device),
+            lora: LoraAdapter::absent(device),
         }
     }
 
@@ -47,10 +52,15 @@ impl<B: Backend> Linear<B> {
         {
             // A few rows on a CPU backend: straight from the packed form.
             let y = y.cast(float_dtype(x.dtype()));
-            return match bias {
+            let y = match bias {
                 Some(b) => y + b.cast(float_dtype(x.dtype())).unsqueeze(),
                 None => y,
             };
+            return self.lora.add_to(x, y);
+        }
+        if self.lora.is_present() {
+            let y = linear(x.clone(), self.weight(), bias);
+            return self.lora.add_to(x, y);
         }
         linear(x, self.weight(), bias)
     }
@@ -88,6 +98,11 @@ impl<B: Backend> Linear<B> {
         self.packed.is_present().then_some(&self.packed)
     }
 
+    /// The run-time LoRA updates, if the layer holds any.
+    pub fn lora(&self) -> Option<&LoraAdapter<B>> {
+        self.lora.is_present().then_some(&self.lora)
+    }
+
     /// The dtype the layer computes in.
     pub fn dtype(&self) -> DType {
         self.weight.val().dtype()
@@ -102,11 +117,12 @@ impl<B: Backend> Linear<B> {
             weight: self.weight.map(|w| w.cast(dtype)),
             bias: self.bias.map(|b| b.map(|b| b.cast(dtype))),
             packed: self.packed,
+            lora: self.lora,
         }
     }
 }
 
-fn float_dtype(dtype: DType) -> FloatDType {
+pub(crate) fn float_dtype(dtype: DType) -> FloatDType {
     match dtype {
         DType::F64 => FloatDType::F64,
         DType::F16 => FloatDType::F16,

@@ -7,11 +7,15 @@
 
 mod bytes;
 mod linear;
+mod lora;
 mod packed;
 mod quantize;
 
 pub use bytes::ParamBytes;
 pub use linear::Linear;
+pub(crate) use linear::float_dtype as float_dtype_of;
+pub use lora::LoraAdapter;
+pub(crate) use lora::holds_adapter;
 pub use packed::Packed;
-pub(crate) use packed::{PackedSlot, PackedTracker, Visited};
-pub use quantize::quantize;
+pub(crate) use packed::{PackedSlot, PackedTracker, Visited, holds_data};
+pub use quantize::{dequantize, quantize};

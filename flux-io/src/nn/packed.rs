@@ -44,32 +44,57 @@ pub(crate) fn holds_data(field: &str, dims: &[usize]) -> bool {
 
 /// Follows a walk of a module tree (a `ModuleVisitor` or `ModuleMapper`) to tell real
 /// parameters from the placeholders of [`Packed`] (a dense layer's, or a packed layer's absent
-/// parts), which walks that copy or count weights skip.
+/// parts) and of [`super::LoraAdapter`] (a layer without run-time LoRA updates), which walks
+/// that copy or count weights skip.
 #[derive(Debug, Default)]
 pub(crate) struct PackedTracker {
     in_packed: bool,
     layer_packed: bool,
+    in_lora: bool,
+    layer_lora: bool,
     field: String,
 }
 
 impl PackedTracker {
     pub(crate) fn enter_module(&mut self, name: &str, container_type: &str) {
-        if name == "packed" && container_type == "Struct:Linear" {
-            self.in_packed = true;
-            self.layer_packed = false;
+        if container_type == "Struct:Linear" {
+            match name {
+                "packed" => {
+                    self.in_packed = true;
+                    self.layer_packed = false;
+                }
+                "lora" => {
+                    self.in_lora = true;
+                    self.layer_lora = false;
+                }
+                _ => {}
+            }
         }
         self.field = name.to_string();
     }
 
     pub(crate) fn exit_module(&mut self, name: &str, container_type: &str) {
-        if name == "packed" && container_type == "Struct:Linear" {
-            self.in_packed = false;
+        if container_type == "Struct:Linear" {
+            match name {
+                "packed" => self.in_packed = false,
+                "lora" => self.in_lora = false,
+                _ => {}
+            }
         }
     }
 
-    /// Whether the parameter being visited, of shape `dims`, holds data; `Some(true)` on the
-    /// `codes` of a packed layer (one per layer), `None` outside any `Packed`.
+    /// What the parameter of shape `dims` just reached is.
     pub(crate) fn visit(&mut self, dims: &[usize]) -> Visited {
+        if self.in_lora {
+            if self.field == "down" {
+                self.layer_lora = super::holds_adapter(dims);
+            }
+            return if self.layer_lora {
+                Visited::Adapter
+            } else {
+                Visited::Placeholder
+            };
+        }
         if !self.in_packed {
             return Visited::Dense;
         }
@@ -96,11 +121,15 @@ pub(crate) enum Visited {
     PackedLayer,
     /// Another part of a packed layer.
     Packed,
+    /// A part of a layer's run-time LoRA updates.
+    Adapter,
     /// A placeholder: no data.
     Placeholder,
 }
 
-fn placeholder_int<B: Backend, const D: usize>(device: &B::Device) -> Param<Tensor<B, D, Int>> {
+pub(crate) fn placeholder_int<B: Backend, const D: usize>(
+    device: &B::Device,
+) -> Param<Tensor<B, D, Int>> {
     Param::uninitialized(
         ParamId::new(),
         |device, _| Tensor::from_data(TensorData::new(vec![0i32], [1; D]), device),
@@ -110,7 +139,9 @@ fn placeholder_int<B: Backend, const D: usize>(device: &B::Device) -> Param<Tens
     )
 }
 
-fn placeholder_float<B: Backend, const D: usize>(device: &B::Device) -> Param<Tensor<B, D>> {
+pub(crate) fn placeholder_float<B: Backend, const D: usize>(
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
     Param::uninitialized(
         ParamId::new(),
         |device, _| Tensor::from_data(TensorData::new(vec![0f32], [1; D]), device),
@@ -129,6 +160,21 @@ impl<B: Backend> Packed<B> {
             factors: placeholder_float(device),
             sub: placeholder_int(device),
             codebook: placeholder_float(device),
+        }
+    }
+
+    /// A packed weight from its parts as a module walk finds them (see [`super::dequantize`]).
+    pub(crate) fn from_parts(
+        codes: Tensor<B, 3, Int>,
+        factors: Tensor<B, 3>,
+        sub: Tensor<B, 3, Int>,
+        codebook: Tensor<B, 1>,
+    ) -> Self {
+        Self {
+            codes: Param::initialized(ParamId::new(), codes),
+            factors: Param::initialized(ParamId::new(), factors),
+            sub: Param::initialized(ParamId::new(), sub),
+            codebook: Param::initialized(ParamId::new(), codebook),
         }
     }
 

@@ -76,10 +76,7 @@ pub fn load_clip_with<B: Backend>(
     let load = options.strict();
     let config = match options.config {
         Some(config) => config,
-        None => match checkpoint.config::<serde_json::Value>()? {
-            Some(json) => text_config(json, &checkpoint)?,
-            None => ClipConfig::infer(weights)?,
-        },
+        None => config_of(&checkpoint)?,
     };
     config.validate()?;
     let keys = ClipKeys {
@@ -92,6 +89,25 @@ pub fn load_clip_with<B: Backend>(
         device,
         load,
     )?)
+}
+
+/// The config of the CLIP checkpoint at `path` (its `config.json`, else inferred from the
+/// tensor shapes; headers only, no tensor read), e.g. to resolve LoRAs before loading.
+///
+/// # Errors
+/// As [`load_clip`], short of the weights themselves.
+pub fn read_clip_config(path: impl AsRef<Path>) -> Result<ClipConfig> {
+    let checkpoint = Checkpoint::open(path, Some("text_encoder"))?;
+    let config = config_of(&checkpoint)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn config_of(checkpoint: &Checkpoint) -> Result<ClipConfig> {
+    match checkpoint.config::<serde_json::Value>()? {
+        Some(json) => text_config(json, checkpoint),
+        None => ClipConfig::infer(checkpoint.weights()),
+    }
 }
 
 /// A `CLIPTextConfig`, or a `CLIPConfig`'s `text_config`.

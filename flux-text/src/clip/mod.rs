@@ -2,8 +2,9 @@
 
 mod config;
 mod load;
+mod lora;
 mod model;
 
 pub use config::ClipConfig;
-pub use load::{load_clip, load_clip_with};
+pub use load::{load_clip, load_clip_with, read_clip_config};
 pub use model::{ClipOutput, ClipTextEncoder};

@@ -23,11 +23,8 @@ impl<B: Backend> Pipeline<B> {
             offload_blocks: self.offload_blocks,
             quantization: self.quantization,
         };
-        Ok(flux_core::load_with::<B>(
-            &self.files.transformer,
-            &self.device,
-            options,
-        )?)
+        let model = flux_core::load_with::<B>(&self.files.transformer, &self.device, options)?;
+        self.with_transformer_loras(model)
     }
 
     /// The schedule diffusers' `FluxPipeline` (or, with an init image, `FluxImg2ImgPipeline`)
@@ -109,6 +106,7 @@ impl<B: Backend> Pipeline<B> {
             report(Stage::Loading, 0, 1)?;
         }
         let transformer = self.model(|m| &m.transformer, Self::load_transformer)?;
+        let transformer = self.request_transformer(transformer, r)?;
         if loads {
             report(Stage::Loading, 1, 1)?;
         }

@@ -25,6 +25,8 @@ pub struct Resolved {
     pub height: usize,
     /// Images in the batch (prompts × images per prompt).
     pub batch: usize,
+    /// Each LoRA's file name and the strength it runs at.
+    pub loras: Vec<(String, f32)>,
 }
 
 impl<B: Backend> Pipeline<B> {
@@ -86,6 +88,7 @@ impl<B: Backend> Pipeline<B> {
                 return bad("the init image is empty".into());
             }
         }
+        let loras = self.request_loras(r)?;
         Ok(Resolved {
             model: self.kind,
             steps,
@@ -94,6 +97,7 @@ impl<B: Backend> Pipeline<B> {
             width: r.width,
             height: r.height,
             batch,
+            loras,
         })
     }
 }

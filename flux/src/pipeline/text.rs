@@ -14,11 +14,8 @@ impl<B: Backend> Pipeline<B> {
             dtype: self.dtype,
             quantization: self.dense_quantization(),
         };
-        Ok(flux_text::load_clip_with::<B>(
-            &self.files.clip,
-            &self.device,
-            options,
-        )?)
+        let model = flux_text::load_clip_with::<B>(&self.files.clip, &self.device, options)?;
+        self.with_clip_loras(model)
     }
 
     pub(super) fn load_t5(&self) -> Result<T5Encoder<B>> {
@@ -60,10 +57,8 @@ impl<B: Backend> Pipeline<B> {
         let clip_ids = self.ids(clip_ids, CLIP_MAX_LEN);
         let t5_ids = self.ids(t5_ids, self.t5_max_len);
         // Sequential memory: each encoder lives only for its own statement.
-        let pooled = self
-            .model(|m| &m.clip, Self::load_clip)?
-            .try_forward(clip_ids)?
-            .pooled;
+        let clip = self.model(|m| &m.clip, Self::load_clip)?;
+        let pooled = self.request_clip(clip, r)?.try_forward(clip_ids)?.pooled;
         let txt = self.model(|m| &m.t5, Self::load_t5)?.try_forward(t5_ids)?;
         let n = r.images_per_prompt;
         let [p, len, width] = txt.dims();

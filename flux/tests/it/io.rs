@@ -17,6 +17,10 @@ fn png_keeps_pixels_and_metadata() {
         width: 48,
         height: 32,
         quantization: Some("q4_0".into()),
+        loras: vec![
+            ("style.safetensors".into(), 0.8),
+            ("turbo:v2.safetensors".into(), 1.0),
+        ],
     };
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -34,6 +38,10 @@ fn png_keeps_pixels_and_metadata() {
     assert_eq!(get("model"), Some("FLUX.1-dev"));
     assert_eq!(get("size"), Some("48x32"));
     assert_eq!(get("quantization"), Some("q4_0"));
+    assert_eq!(
+        get("loras"),
+        Some("style.safetensors:0.8, turbo:v2.safetensors:1")
+    );
 }
 
 #[test]
@@ -48,6 +56,7 @@ fn png_to_unwritable_path_is_an_error() {
         width: 16,
         height: 16,
         quantization: None,
+        loras: Vec::new(),
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
     assert!(

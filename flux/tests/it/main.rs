@@ -6,5 +6,6 @@ mod common;
 
 mod img2img;
 mod io;
+mod lora;
 mod pipeline;
 mod wgpu;

@@ -1,0 +1,352 @@
+//! Putting [`Adapters`] into a model: merged into the weights, or attached beside them.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
+
+use super::resolve::{Adapters, LayerUpdate};
+use crate::nn::holds_adapter;
+use crate::{Error, Result};
+
+/// How LoRA updates are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoraMode {
+    /// Added to the weights once, at load: `W + s · α/r · B A`, computed in f32 and cast to
+    /// the model's dtype. No cost per step. Quantized layers cannot take a merged update
+    /// without losing it to requantization: they get the run-time form instead.
+    #[default]
+    Merged,
+    /// Held beside the weights and applied in every forward pass, `W x + s · B (A x)`: the
+    /// strengths can change between requests ([`rescale`]) and the base weights are never
+    /// touched. Full-weight differences (`.diff`) are merged in either mode.
+    Runtime,
+}
+
+/// How many layers [`apply`] updated, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Layers whose weights now include the update.
+    pub merged: usize,
+    /// Layers holding run-time updates.
+    pub runtime: usize,
+}
+
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, other: Self) {
+        self.merged += other.merged;
+        self.runtime += other.runtime;
+    }
+}
+
+/// Applies `adapters` to `module`, whose path in the whole model is `prefix` (empty for the
+/// whole model; `["double_blocks", "3"]` for one block). Layers the adapters do not name are
+/// untouched.
+///
+/// # Errors
+/// [`Error::Lora`] when a layer's weight does not have the shape the LoRA was resolved
+/// against, a full-weight difference meets a quantized layer, or a bias difference meets a
+/// layer without a bias.
+pub fn apply<B: Backend, M: Module<B>>(
+    module: M,
+    adapters: &Adapters,
+    prefix: &[&str],
+    mode: LoraMode,
+) -> Result<(M, Applied)> {
+    let mut mapper = Mapper::new(adapters, prefix, Task::Apply(mode));
+    let module = module.map(&mut mapper);
+    match mapper.error {
+        Some(e) => Err(e),
+        None => Ok((module, mapper.applied)),
+    }
+}
+
+/// Rewrites the strengths of `module`'s run-time updates to `adapters`' (see
+/// [`Adapters::with_scales`]); merged updates cannot change and are left as they are.
+/// Returns the number of layers rescaled.
+pub fn rescale<B: Backend, M: Module<B>>(
+    module: M,
+    adapters: &Adapters,
+    prefix: &[&str],
+) -> (M, usize) {
+    let mut mapper = Mapper::new(adapters, prefix, Task::Rescale);
+    let module = module.map(&mut mapper);
+    (module, mapper.applied.runtime)
+}
+
+#[derive(Clone, Copy)]
+enum Task {
+    Apply(LoraMode),
+    Rescale,
+}
+
+/// The layer being visited.
+struct Current<'a> {
+    path: String,
+    update: &'a LayerUpdate,
+    dtype: DType,
+    /// Run-time factors waiting for the layer's `lora` fields: `down`, `up`, `scale`.
+    runtime: Option<[Option<TensorData>; 3]>,
+    bias_pending: bool,
+}
+
+struct Mapper<'a> {
+    adapters: &'a Adapters,
+    task: Task,
+    path: Vec<String>,
+    containers: Vec<String>,
+    current: Option<Current<'a>>,
+    applied: Applied,
+    error: Option<Error>,
+}
+
+impl<'a> Mapper<'a> {
+    fn new(adapters: &'a Adapters, prefix: &[&str], task: Task) -> Self {
+        Self {
+            adapters,
+            task,
+            path: prefix.iter().map(|s| s.to_string()).collect(),
+            containers: vec![String::new(); prefix.len()],
+            current: None,
+            applied: Applied::default(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.error.get_or_insert(Error::Lora {
+            file: String::new(),
+            reason,
+        });
+    }
+
+    /// The module path `levels` above the parameter being visited.
+    fn module_path(&self, levels: usize) -> String {
+        self.path[..self.path.len().saturating_sub(levels)].join(".")
+    }
+
+    fn container(&self) -> &str {
+        self.containers.last().map_or("", String::as_str)
+    }
+
+    fn field(&self) -> &str {
+        self.path.last().map_or("", String::as_str)
+    }
+}
+
+/// f32 values of a tensor.
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32 after convert")
+}
+
+fn float_dtype(dtype: DType) -> FloatDType {
+    crate::nn::float_dtype_of(dtype)
+}
+
+impl<B: Backend> ModuleMapper<B> for Mapper<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+            self.containers.push(container_type.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+            self.containers.pop();
+        }
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let in_layer =
+            ["Struct:Linear", "Struct:Packed", "Struct:LoraAdapter"].contains(&self.container());
+        if !in_layer && !self.adapters.params.is_empty() {
+            return self.param_diff(param);
+        }
+        match (self.container(), self.field()) {
+            ("Struct:Linear", "weight") if D == 2 => self.linear_weight(param),
+            ("Struct:Linear", "bias") if D == 1 => self.linear_bias(param),
+            ("Struct:LoraAdapter", _) => self.adapter_field(param),
+            _ => param,
+        }
+    }
+}
+
+impl Mapper<'_> {
+    /// A parameter outside the linear layers: its full differences added, if any.
+    fn param_diff<B: Backend, const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        let path = self.path.join(".");
+        let Some(diffs) = self.adapters.params.get(&path) else {
+            return param;
+        };
+        if let Task::Rescale = self.task {
+            return param;
+        }
+        let (id, value, _) = param.consume();
+        let (device, dtype, shape) = (value.device(), value.dtype(), value.shape());
+        let mut values = host_f32(value);
+        for (lora, diff) in diffs {
+            let s = self.adapters.scales[*lora];
+            for (v, d) in values.iter_mut().zip(diff) {
+                *v += s * d;
+            }
+        }
+        let tensor: Tensor<B, D> = Tensor::from_data(TensorData::new(values, shape), &device);
+        self.applied.merged += 1;
+        Param::initialized(id, tensor.cast(float_dtype(dtype)))
+    }
+
+    fn linear_weight<B: Backend, const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        self.current = None;
+        let path = self.module_path(1);
+        let Some(update) = self.adapters.layers.get(&path) else {
+            return param;
+        };
+        let (input, output) = (update.input, update.output);
+        let dims = param.lazy_shape().dims::<D>();
+        let dense = dims[..] == [input, output];
+        if !dense && dims[..] != [1, 1] {
+            self.fail(format!(
+                "layer `{path}` holds a {dims:?} weight, the LoRA was resolved for [{input}, {output}]"
+            ));
+            return param;
+        }
+        let (id, weight, _) = param.consume();
+        let dtype = weight.dtype();
+        let scales = &self.adapters.scales;
+        let mut current = Current {
+            path: path.clone(),
+            update,
+            dtype,
+            runtime: None,
+            bias_pending: update.has_bias_diff(),
+        };
+        let low_rank = update.rank() > 0;
+        let runtime_parts = match self.task {
+            Task::Rescale => {
+                self.current = Some(current);
+                return Param::initialized(id, weight);
+            }
+            Task::Apply(LoraMode::Runtime) => low_rank,
+            // A quantized layer takes its low-rank update at run time.
+            Task::Apply(LoraMode::Merged) => low_rank && !dense,
+        };
+        let mut weight = weight;
+        if dense {
+            let device = weight.device();
+            let w: Tensor<B, 2> = Tensor::from_primitive(weight.into_primitive());
+            let mut w = w.cast(FloatDType::F32);
+            if low_rank && !runtime_parts {
+                let (down, up, scale) = update.stacked(scales);
+                let rank = scale.len();
+                let up: Vec<f32> = up
+                    .chunks(output)
+                    .zip(&scale)
+                    .flat_map(|(row, s)| row.iter().map(move |u| u * s))
+                    .collect();
+                let down = Tensor::<B, 2>::from_data(TensorData::new(down, [input, rank]), &device);
+                let up = Tensor::<B, 2>::from_data(TensorData::new(up, [rank, output]), &device);
+                w = w + down.matmul(up);
+            }
+            if let Some(diff) = update.weight_diff(scales) {
+                w = w + Tensor::from_data(TensorData::new(diff, [input, output]), &device);
+            }
+            weight = Tensor::from_primitive(w.cast(float_dtype(dtype)).into_primitive());
+        } else if update.has_weight_diff() {
+            self.fail(format!(
+                "a LoRA holds a full-weight difference (`.diff`) for `{path}`, which is \
+                 quantized: load the model dense to apply it"
+            ));
+        }
+        if runtime_parts {
+            let (down, up, scale) = update.stacked(scales);
+            let rank = scale.len();
+            current.runtime = Some([
+                Some(TensorData::new(down, [input, rank])),
+                Some(TensorData::new(up, [rank, output])),
+                Some(TensorData::new(scale, [rank])),
+            ]);
+            self.applied.runtime += 1;
+        } else {
+            self.applied.merged += 1;
+        }
+        self.current = Some(current);
+        Param::initialized(id, weight)
+    }
+
+    fn linear_bias<B: Backend, const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        let Some(current) = self.current.as_mut().filter(|c| c.bias_pending) else {
+            return param;
+        };
+        current.bias_pending = false;
+        if matches!(self.task, Task::Rescale) {
+            return param;
+        }
+        let (id, bias, _) = param.consume();
+        let (device, dtype) = (bias.device(), bias.dtype());
+        let mut values = host_f32(bias);
+        current
+            .update
+            .add_to_bias(&mut values, &self.adapters.scales);
+        let shape = [values.len()];
+        let bias: Tensor<B, 1> = Tensor::from_data(TensorData::new(values, shape), &device);
+        let bias = bias.cast(float_dtype(dtype));
+        Param::initialized(id, Tensor::from_primitive(bias.into_primitive()))
+    }
+
+    fn adapter_field<B: Backend, const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        let path = self.module_path(2);
+        let field = self.field().to_string();
+        let Some(current) = self.current.as_mut().filter(|c| c.path == path) else {
+            return param;
+        };
+        if current.bias_pending {
+            current.bias_pending = false;
+            let path = current.path.clone();
+            self.fail(format!(
+                "a LoRA holds a bias difference (`.diff_b`) for `{path}`, which has no bias"
+            ));
+            return param;
+        }
+        let index = match field.as_str() {
+            "down" => 0,
+            "up" => 1,
+            "scale" => 2,
+            _ => return param,
+        };
+        if let Task::Rescale = self.task {
+            if index == 0 && holds_adapter(&param.lazy_shape().dims::<D>()) {
+                let scale = current.update.stacked_scales(&self.adapters.scales);
+                let rank = scale.len();
+                current.runtime = Some([None, None, Some(TensorData::new(scale, [rank]))]);
+                self.applied.runtime += 1;
+            }
+            if index < 2 {
+                return param;
+            }
+        }
+        let dtype = current.dtype;
+        let Some(data) = current.runtime.as_mut().and_then(|r| r[index].take()) else {
+            return param;
+        };
+        let device = param.lazy_device();
+        let tensor: Tensor<B, D> = Tensor::from_data(data, &device);
+        let tensor = tensor.cast(float_dtype(dtype));
+        Param::initialized(param.id, tensor)
+    }
+}
