@@ -115,6 +115,79 @@ impl<B: Backend> Step<B> {
         self
     }
 
+    /// The same step with a random rank-`rank` LoRA on every linear layer, written as a
+    /// BFL-named LoRA file and loaded through the real path (`LoraFile` → `resolve` →
+    /// `Flux::apply_lora`), merged or at run time.
+    ///
+    /// # Errors
+    /// Writing or reading the temporary file.
+    #[allow(dead_code)]
+    pub fn with_lora(
+        mut self,
+        rank: usize,
+        mode: flux_io::lora::LoraMode,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        use flux_io::lora::{self, Component, LoraFile};
+        let device = self.model.device();
+        let targets = self.model.config().lora_targets::<B>(&device);
+        // One name per layer that stands for all of it (every layer has BFL's); which one
+        // does not matter, they all resolve to the layer. Sorted, so the file is the same
+        // on every run.
+        let mut names: Vec<_> = targets.iter().collect();
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        let mut layers = std::collections::BTreeMap::new();
+        for (name, t) in names {
+            if t.rows == (0..t.output) && !t.swap_halves {
+                layers
+                    .entry(t.path.clone())
+                    .or_insert((name.to_string(), t.input, t.output));
+            }
+        }
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut seed = 1u64;
+        let mut random = |n: usize, scale: f32| -> Vec<u8> {
+            (0..n)
+                .flat_map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let u = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    (u * scale).to_le_bytes()
+                })
+                .collect()
+        };
+        for (name, input, output) in layers.values() {
+            let s = 1.0 / (*input as f32).sqrt();
+            tensors.push((
+                format!("{name}.lora_A.weight"),
+                vec![rank, *input],
+                random(rank * input, s),
+            ));
+            tensors.push((
+                format!("{name}.lora_B.weight"),
+                vec![*output, rank],
+                random(output * rank, 0.1),
+            ));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, shape, b)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+                (n.clone(), view.expect("consistent sizes"))
+            })
+            .collect();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bench_lora.safetensors");
+        safetensors::serialize_to_file(views, None, &path)?;
+        let file = LoraFile::open(&path)?;
+        let resolved = lora::resolve(&[(file, 1.0)], &[(Component::Transformer, &targets)], false)?;
+        let adapters = &resolved.adapters[&Component::Transformer];
+        let (model, _) = self.model.apply_lora(adapters, mode)?;
+        self.model = model;
+        Ok(self)
+    }
+
     /// The same step with the model's blocks offloaded to host memory
     /// ([`Flux::offload_blocks`]): every run uploads them one at a time.
     #[must_use]

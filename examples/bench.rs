@@ -66,6 +66,13 @@ struct Args {
     /// (rank-1 products of random vectors; same shapes and step cost).
     #[arg(long, global = true)]
     fill: bool,
+    /// Transformer: a random LoRA of this rank on every linear layer (a BFL-named file
+    /// loaded through the real path), applied as `--lora-mode` says.
+    #[arg(long, global = true)]
+    lora_rank: Option<usize>,
+    /// `merged` (into the weights) or `runtime` (beside them, every step).
+    #[arg(long, global = true, default_value = "runtime")]
+    lora_mode: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +281,21 @@ fn transformer<B: Backend>(
             bytes.total() as f64 / 1e9,
             bytes.packed as f64 / 1e9,
             bytes.packed_layers,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(rank) = args.lora_rank {
+        let mode = match args.lora_mode.as_str() {
+            "merged" => flux_io::lora::LoraMode::Merged,
+            "runtime" => flux_io::lora::LoraMode::Runtime,
+            other => return Err(format!("--lora-mode {other}: merged or runtime").into()),
+        };
+        let start = Instant::now();
+        step = step.with_lora(rank, mode)?;
+        let bytes = flux_io::nn::ParamBytes::of(&step.model);
+        println!(
+            "rank-{rank} LoRA on every linear layer, {mode:?}: {:.1} MB of run-time factors, applied in {:.1} s",
+            bytes.adapters as f64 / 1e6,
             start.elapsed().as_secs_f64()
         );
     }

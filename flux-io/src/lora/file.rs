@@ -191,13 +191,25 @@ impl LoraFile {
             weights,
             file: &name,
         };
-        let modules = groups
-            .into_iter()
-            .map(|(stem, roles)| {
-                let delta = reader.delta(&stem, &roles, &peft)?;
-                Ok(LoraModule { stem, delta })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut modules = Vec::new();
+        for (stem, roles) in groups {
+            reader.check_kinds(&stem, &roles)?;
+            let delta = reader.delta(&stem, &roles, &peft)?;
+            let bias_too = !matches!(delta, Delta::Full { .. } | Delta::ParamDiff { .. });
+            if let (true, Some(key)) = (bias_too, roles.get(&Role::DiffBias)) {
+                // A bias difference beside a low-rank weight update (ComfyUI patches the
+                // weight and the bias separately).
+                let bias = reader.values(key)?.1;
+                modules.push(LoraModule {
+                    stem: stem.clone(),
+                    delta: Delta::Full {
+                        weight: None,
+                        bias: Some(bias),
+                    },
+                });
+            }
+            modules.push(LoraModule { stem, delta });
+        }
         Ok(Self {
             name,
             format,
@@ -300,6 +312,39 @@ impl Reader<'_> {
             file: self.file.to_string(),
             reason,
         }
+    }
+
+    /// One kind of weight update per module: LoRA factors, LoKr, LoHa or a full difference.
+    fn check_kinds(&self, stem: &str, roles: &BTreeMap<Role, String>) -> Result<()> {
+        let kinds: Vec<&str> = [
+            (
+                "LoRA",
+                roles.contains_key(&Role::Down) || roles.contains_key(&Role::Up),
+            ),
+            (
+                "LoKr",
+                roles
+                    .keys()
+                    .any(|r| (Role::LokrW1..=Role::LokrW2B).contains(r)),
+            ),
+            (
+                "LoHa",
+                roles
+                    .keys()
+                    .any(|r| (Role::HadaW1A..=Role::HadaW2B).contains(r)),
+            ),
+            ("full difference", roles.contains_key(&Role::Diff)),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        if kinds.len() > 1 {
+            return Err(self.err(format!(
+                "`{stem}` holds {} updates of one weight; a module holds one kind",
+                kinds.join(" and ")
+            )));
+        }
+        Ok(())
     }
 
     /// All values of `key` in f32, checked finite.

@@ -99,6 +99,11 @@ impl Targets {
         self.flat.get(name).and_then(|n| self.names.get(n))
     }
 
+    /// Every name and its target (in no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.names.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
     /// Number of names.
     pub fn len(&self) -> usize {
         self.names.len()

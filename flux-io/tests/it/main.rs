@@ -5,4 +5,5 @@ mod common;
 mod gguf_hostile;
 mod gguf_reference;
 mod gguf_writer;
+mod lora_errors;
 mod packed;

@@ -1,0 +1,291 @@
+//! LoRA files that must not load, each rejected with the key named, and the application
+//! rules on a small module (merged = run-time, bias differences, lenient mode).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use flux_io::lora::{self, Component, LoraFile, LoraMode, Target, Targets};
+use flux_io::nn::Linear;
+use safetensors::tensor::{Dtype, TensorView};
+
+type Nd = NdArray<f32>;
+
+/// A safetensors file of f32 tensors `(name, shape, values)`.
+fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    let path = dir.join(name);
+    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &path).unwrap();
+    path
+}
+
+fn ramp(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
+}
+
+/// Two layers: `blocks.0.proj` 32 -> 16 with a bias, `blocks.0.gate` 32 -> 8 without.
+fn targets() -> Targets {
+    let mut t = Targets::new();
+    t.insert("blocks.0.proj", Target::whole("proj", 32, 16));
+    t.insert("blocks.0.gate", Target::whole("gate", 32, 8));
+    t
+}
+
+fn resolve(path: &Path, lenient: bool) -> flux_io::Result<lora::Resolved> {
+    let file = LoraFile::open(path)?;
+    lora::resolve(
+        &[(file, 1.0)],
+        &[(Component::Transformer, &targets())],
+        lenient,
+    )
+}
+
+fn good(prefix: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    vec![
+        (
+            format!("{prefix}.lora_down.weight"),
+            vec![4, 32],
+            ramp(128, 0.01),
+        ),
+        (
+            format!("{prefix}.lora_up.weight"),
+            vec![16, 4],
+            ramp(64, 0.02),
+        ),
+        (format!("{prefix}.alpha"), vec![], vec![2.0]),
+    ]
+}
+
+fn refs(t: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<(&str, Vec<usize>, Vec<f32>)> {
+    t.iter()
+        .map(|(n, s, v)| (n.as_str(), s.clone(), v.clone()))
+        .collect()
+}
+
+fn message(r: flux_io::Result<lora::Resolved>) -> String {
+    r.map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn bad_files_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = write(d, "ok.safetensors", &refs(&good("lora_unet_blocks_0_proj")));
+    assert!(resolve(&ok, false).is_ok());
+
+    // Truncated: the header promises more bytes than the file holds.
+    let bytes = std::fs::read(&ok).unwrap();
+    let cut = d.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let err = message(resolve(&cut, false));
+    assert!(err.contains("cut.safetensors"), "{err}");
+
+    let mut wrong = good("lora_unet_blocks_0_proj");
+    wrong[0].1 = vec![4, 33];
+    wrong[0].2 = ramp(132, 0.01);
+    let err = message(resolve(
+        &write(d, "shape.safetensors", &refs(&wrong)),
+        false,
+    ));
+    assert!(
+        err.contains("lora_unet_blocks_0_proj") && err.contains("[16, 33]"),
+        "{err}"
+    );
+    assert!(err.contains("[16, 32]"), "{err}");
+
+    let mut rank = good("lora_unet_blocks_0_proj");
+    rank[1] = (rank[1].0.clone(), vec![8, 8], ramp(64, 0.02));
+    let err = message(resolve(&write(d, "rank.safetensors", &refs(&rank)), false));
+    assert!(
+        err.contains("lora_up.weight") && err.contains("do not multiply"),
+        "{err}"
+    );
+
+    let mut nan = good("lora_unet_blocks_0_proj");
+    nan[1].2[5] = f32::NAN;
+    let err = message(resolve(&write(d, "nan.safetensors", &refs(&nan)), false));
+    assert!(
+        err.contains("lora_unet_blocks_0_proj.lora_up.weight") && err.contains("NaN"),
+        "{err}"
+    );
+
+    let half = good("lora_unet_blocks_0_proj")[..1].to_vec();
+    let err = message(resolve(&write(d, "half.safetensors", &refs(&half)), false));
+    assert!(
+        err.contains("lora_unet_blocks_0_proj.lora_down.weight") && err.contains("no matching"),
+        "{err}"
+    );
+
+    let mut dora = good("lora_unet_blocks_0_proj");
+    dora.push((
+        "lora_unet_blocks_0_proj.dora_scale".into(),
+        vec![16],
+        vec![1.0; 16],
+    ));
+    let err = message(resolve(&write(d, "dora.safetensors", &refs(&dora)), false));
+    assert!(err.contains("dora_scale") && err.contains("DoRA"), "{err}");
+
+    let mut mixed = good("lora_unet_blocks_0_proj");
+    mixed.push((
+        "lora_unet_blocks_0_proj.hada_w1_a".into(),
+        vec![16, 2],
+        ramp(32, 0.1),
+    ));
+    let err = message(resolve(
+        &write(d, "mixed.safetensors", &refs(&mixed)),
+        false,
+    ));
+    assert!(
+        err.contains("lora_unet_blocks_0_proj") && err.contains("LoRA and LoHa"),
+        "{err}"
+    );
+
+    let stray = vec![("model.weird_tensor".to_string(), vec![2], vec![0.0, 1.0])];
+    let err = message(resolve(
+        &write(d, "stray.safetensors", &refs(&stray)),
+        false,
+    ));
+    assert!(err.contains("model.weird_tensor"), "{err}");
+}
+
+#[test]
+fn loras_for_other_models_are_named_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sdxl = good("lora_unet_down_blocks_0_attentions_0_proj_in");
+    let err = message(resolve(&write(d, "sdxl.safetensors", &refs(&sdxl)), false));
+    assert!(
+        err.contains("lora_unet_down_blocks_0_attentions_0_proj_in"),
+        "{err}"
+    );
+    assert!(err.contains("SDXL"), "{err}");
+
+    let mut t5 = good("lora_unet_blocks_0_proj");
+    t5.extend(good("lora_te2_encoder_block_0_layer_0_SelfAttention_q"));
+    let path = write(d, "t5.safetensors", &refs(&t5));
+    let err = message(resolve(&path, false));
+    assert!(
+        err.contains("lora_te2_encoder_block_0_layer_0_SelfAttention_q") && err.contains("T5"),
+        "{err}"
+    );
+
+    // Lenient: the unmatched names are reported, the rest applies.
+    let resolved = resolve(&path, true).unwrap();
+    let report = &resolved.reports[0];
+    assert_eq!(report.layers[&Component::Transformer], 1);
+    assert_eq!(
+        report.unmatched,
+        vec!["lora_te2_encoder_block_0_layer_0_SelfAttention_q"]
+    );
+    // ...but a LoRA of which nothing matches is an error even then: it would do nothing.
+    let err = message(resolve(&write(d, "sdxl2.safetensors", &refs(&sdxl)), true));
+    assert!(err.contains("would do nothing"), "{err}");
+}
+
+#[derive(Module, Debug)]
+struct Tiny<B: Backend> {
+    proj: Linear<B>,
+    gate: Linear<B>,
+}
+
+fn tiny() -> Tiny<Nd> {
+    let device = Default::default();
+    let tiny = Tiny {
+        proj: Linear::new(32, 16, true, &device),
+        gate: Linear::new(32, 8, false, &device),
+    };
+    // Materialise the lazy weights once, so every copy holds the same values.
+    let bytes = flux_io::HostParams::from_module::<Nd, _>(tiny.clone());
+    bytes.upload::<Nd, _>(tiny, &device)
+}
+
+fn run(m: &Tiny<Nd>) -> Vec<f32> {
+    let x = Tensor::<Nd, 2>::from_data(
+        TensorData::new(ramp(96, 0.05), [3, 32]),
+        &Default::default(),
+    );
+    let y = Tensor::cat(vec![m.proj.forward(x.clone()), m.gate.forward(x)], 1);
+    y.into_data().to_vec().unwrap()
+}
+
+#[test]
+fn merged_and_runtime_agree_and_bias_diffs_need_a_bias() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut t = good("lora_unet_blocks_0_proj");
+    t.extend(
+        good("lora_unet_blocks_0_gate")
+            .into_iter()
+            .map(|(n, s, v)| {
+                if n.ends_with("lora_up.weight") {
+                    (n, vec![8, 4], ramp(32, 0.03))
+                } else {
+                    (n, s, v)
+                }
+            }),
+    );
+    t.push((
+        "lora_unet_blocks_0_proj.diff_b".into(),
+        vec![16],
+        ramp(16, 0.1),
+    ));
+    let resolved = resolve(&write(d, "both.safetensors", &refs(&t)), false).unwrap();
+    let adapters = &resolved.adapters[&Component::Transformer];
+    let base = tiny();
+    let (merged, a) = lora::apply::<Nd, _>(base.clone(), adapters, &[], LoraMode::Merged).unwrap();
+    assert_eq!((a.merged, a.runtime), (2, 0));
+    let (runtime, a) =
+        lora::apply::<Nd, _>(base.clone(), adapters, &[], LoraMode::Runtime).unwrap();
+    assert_eq!((a.merged, a.runtime), (0, 2));
+    let (b, m, r) = (run(&base), run(&merged), run(&runtime));
+    let diff = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(diff(&m, &r) < 1e-5, "{}", diff(&m, &r));
+    assert!(diff(&m, &b) > 0.05, "the LoRA must change the output");
+    // Run-time strength 0 leaves the base plus the bias difference, which is always merged.
+    let (zero, n) = lora::rescale::<Nd, _>(runtime, &adapters.with_scales(&[0.0]).unwrap(), &[]);
+    assert_eq!(n, 2);
+    let diff_b = ramp(16, 0.1);
+    let expected: Vec<f32> = b
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + diff_b.get(i % 24).copied().unwrap_or(0.0))
+        .collect();
+    assert!(diff(&run(&zero), &expected) < 1e-5);
+
+    // A bias difference on a layer without a bias.
+    let mut t = good("lora_unet_blocks_0_proj");
+    t.push((
+        "lora_unet_blocks_0_gate.diff_b".into(),
+        vec![8],
+        ramp(8, 0.1),
+    ));
+    let resolved = resolve(&write(d, "nobias.safetensors", &refs(&t)), false).unwrap();
+    let err = lora::apply::<Nd, _>(
+        base,
+        &resolved.adapters[&Component::Transformer],
+        &[],
+        LoraMode::Merged,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("gate") && err.contains("no bias"), "{err}");
+}
