@@ -44,8 +44,9 @@ fn write_checkpoint(config: &FluxConfig, path: &std::path::Path) -> u64 {
         }
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::Tensor<B, D>>) {
             let mut shape = param.lazy_shape().dims::<D>().to_vec();
-            if self.1.iter().any(|n| n == "packed") {
-                // The placeholders of a dense layer's quantized form: nothing stored.
+            if self.1.iter().any(|n| n == "packed" || n == "lora") {
+                // The placeholders of a dense layer's quantized form and of its absent
+                // run-time LoRA updates: nothing stored.
                 return;
             }
             if self.2.last().is_some_and(|c| c == "Struct:Linear")

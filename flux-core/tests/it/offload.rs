@@ -31,8 +31,8 @@ fn bits<Bk: Backend>(t: Tensor<Bk, 3>) -> Vec<u32> {
 /// Number of float parameters of the blocks alone: the model's, less those of the same model
 /// built without blocks.
 /// Weights of the blocks: parameters less the one-value placeholders of the dense layers'
-/// quantized form (two float ones per linear layer; `num_params` counts floats), which offload
-/// does not copy.
+/// quantized form and of their absent run-time LoRA updates (two and three float ones per
+/// linear layer; `num_params` counts floats), which offload does not copy.
 fn block_weights<Bk: Backend>(model: &Flux<Bk>) -> usize {
     let linears = |m: &Flux<Bk>| {
         let mut n = 0;
@@ -53,7 +53,7 @@ fn block_weights<Bk: Backend>(model: &Flux<Bk>) -> usize {
         ..model.config().clone()
     }
     .init::<Bk>(&Default::default());
-    block_params(model) - 2 * (linears(model) - linears(&without_blocks))
+    block_params(model) - 5 * (linears(model) - linears(&without_blocks))
 }
 
 fn block_params<Bk: Backend>(model: &Flux<Bk>) -> usize {

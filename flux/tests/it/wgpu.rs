@@ -366,3 +366,54 @@ fn half<C>(dtype: Option<burn::tensor::DType>) -> flux_text::LoadConfig<C> {
         ..Default::default()
     }
 }
+
+/// LoRAs on wgpu: run-time updates (the adapter's matmuls on the device) and merged ones match
+/// the reference like on the CPU.
+#[test]
+fn lora_runtime_and_merged_match_on_wgpu() {
+    use flux_io::lora::{self, Component, LoraFile, LoraMode};
+    let Some(device) = device() else { return };
+    let fixture = crate::common::fixture;
+    let io = Weights::open(fixture("lora/expected.safetensors")).unwrap();
+    let config = flux_core::read_config(fixture("tiny_pipeline/transformer")).unwrap();
+    let clip = flux::text::read_clip_config(fixture("tiny_pipeline/text_encoder")).unwrap();
+    let (transformer, clip) = (
+        config.lora_targets::<W>(&device),
+        clip.lora_targets::<W>(&device),
+    );
+    let file = LoraFile::open(fixture("lora/kohya.safetensors")).unwrap();
+    let targets = [
+        (Component::Transformer, &transformer),
+        (Component::Clip, &clip),
+    ];
+    let resolved = lora::resolve(&[(file, 0.6)], &targets, false).unwrap();
+    let adapters = &resolved.adapters[&Component::Transformer];
+    let input = |key: &str, shape: &[usize]| -> Vec<f32> {
+        let v = stored(&io, key);
+        assert_eq!(v.len(), shape.iter().product::<usize>());
+        v
+    };
+    let t = |key: &str, shape: [usize; 3]| {
+        Tensor::<W, 3>::from_data(TensorData::new(input(key, &shape), shape), &device)
+    };
+    let t1 = |key: &str| Tensor::<W, 1>::from_data(TensorData::new(input(key, &[1]), [1]), &device);
+    let want = stored(&io, "kohya_s060");
+    for mode in [LoraMode::Merged, LoraMode::Runtime] {
+        let model = flux_core::load::<W>(fixture("tiny_pipeline/transformer"), &device).unwrap();
+        let (model, _) = model.apply_lora(adapters, mode).unwrap();
+        let pooled =
+            Tensor::<W, 2>::from_data(TensorData::new(input("pooled", &[1, 32]), [1, 32]), &device);
+        let out = model.forward(
+            t("img", [1, 16, 64]),
+            t("img_ids", [1, 16, 3]),
+            t("txt", [1, 8, 32]),
+            t("txt_ids", [1, 8, 3]),
+            t1("timestep"),
+            pooled,
+            Some(t1("guidance")),
+        );
+        let err = max_abs(&values(out), &want);
+        eprintln!("wgpu LoRA ({mode:?}): {err:.2e}");
+        assert!(err <= 1e-4, "{mode:?}: {err}");
+    }
+}
