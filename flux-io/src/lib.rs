@@ -36,6 +36,7 @@ pub mod nn;
 pub mod ops;
 pub mod quant;
 mod safetensors_file;
+mod walk;
 mod weights;
 
 pub use checkpoint::{Checkpoint, read_json};

@@ -6,6 +6,7 @@ use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use super::resolve::{Adapters, LayerUpdate};
 use crate::nn::holds_adapter;
+use crate::walk::WalkPath;
 use crate::{Error, Result};
 
 /// How LoRA updates are applied.
@@ -92,8 +93,7 @@ struct Current<'a> {
 struct Mapper<'a> {
     adapters: &'a Adapters,
     task: Task,
-    path: Vec<String>,
-    containers: Vec<String>,
+    at: WalkPath,
     current: Option<Current<'a>>,
     applied: Applied,
     error: Option<Error>,
@@ -104,8 +104,7 @@ impl<'a> Mapper<'a> {
         Self {
             adapters,
             task,
-            path: prefix.iter().map(|s| s.to_string()).collect(),
-            containers: vec![String::new(); prefix.len()],
+            at: WalkPath::at(prefix),
             current: None,
             applied: Applied::default(),
             error: None,
@@ -117,19 +116,6 @@ impl<'a> Mapper<'a> {
             file: String::new(),
             reason,
         });
-    }
-
-    /// The module path `levels` above the parameter being visited.
-    fn module_path(&self, levels: usize) -> String {
-        self.path[..self.path.len().saturating_sub(levels)].join(".")
-    }
-
-    fn container(&self) -> &str {
-        self.containers.last().map_or("", String::as_str)
-    }
-
-    fn field(&self) -> &str {
-        self.path.last().map_or("", String::as_str)
     }
 }
 
@@ -147,26 +133,20 @@ fn float_dtype(dtype: DType) -> FloatDType {
 
 impl<B: Backend> ModuleMapper<B> for Mapper<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-            self.containers.push(container_type.to_string());
-        }
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-            self.containers.pop();
-        }
+        self.at.exit(container_type);
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let in_layer =
-            ["Struct:Linear", "Struct:Packed", "Struct:LoraAdapter"].contains(&self.container());
+            ["Struct:Linear", "Struct:Packed", "Struct:LoraAdapter"].contains(&self.at.container());
         if !in_layer && !self.adapters.params.is_empty() {
             return self.param_diff(param);
         }
-        match (self.container(), self.field()) {
+        match (self.at.container(), self.at.field()) {
             ("Struct:Linear", "weight") if D == 2 => self.linear_weight(param),
             ("Struct:Linear", "bias") if D == 1 => self.linear_bias(param),
             ("Struct:LoraAdapter", _) => self.adapter_field(param),
@@ -181,7 +161,7 @@ impl Mapper<'_> {
         &mut self,
         param: Param<Tensor<B, D>>,
     ) -> Param<Tensor<B, D>> {
-        let path = self.path.join(".");
+        let path = self.at.up(0);
         let Some(diffs) = self.adapters.params.get(&path) else {
             return param;
         };
@@ -207,7 +187,7 @@ impl Mapper<'_> {
         param: Param<Tensor<B, D>>,
     ) -> Param<Tensor<B, D>> {
         self.current = None;
-        let path = self.module_path(1);
+        let path = self.at.up(1);
         let Some(update) = self.adapters.layers.get(&path) else {
             return param;
         };
@@ -310,8 +290,8 @@ impl Mapper<'_> {
         &mut self,
         param: Param<Tensor<B, D>>,
     ) -> Param<Tensor<B, D>> {
-        let path = self.module_path(2);
-        let field = self.field().to_string();
+        let path = self.at.up(2);
+        let field = self.at.field().to_string();
         let Some(current) = self.current.as_mut().filter(|c| c.path == path) else {
             return param;
         };

@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::nn::holds_data;
+use crate::walk::WalkPath;
 
 /// Where one LoRA module name lands: a linear layer and the rows of its `[out, in]` weight
 /// that the name stands for (all of them, or one projection of a fused one: diffusers'
@@ -118,88 +119,56 @@ impl Targets {
 /// Every float parameter of `module` outside its linear layers (norm scales, embeddings):
 /// path and shape.
 pub fn other_params<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
-    struct Collect {
-        path: Vec<String>,
-        containers: Vec<String>,
-        found: Vec<(String, Vec<usize>)>,
-    }
+    struct Collect(WalkPath, Vec<(String, Vec<usize>)>);
     impl<B: Backend> ModuleVisitor<B> for Collect {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.push(name.to_string());
-                self.containers.push(container_type.to_string());
-            }
+            self.0.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.pop();
-                self.containers.pop();
-            }
+            self.0.exit(container_type);
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let inside = |c: &str| self.containers.iter().any(|x| x == c);
-            if !inside("Struct:Linear") {
+            if !self.0.inside("Struct:Linear") {
                 let dims = param.lazy_shape().dims::<D>().to_vec();
-                self.found.push((self.path.join("."), dims));
+                self.1.push((self.0.up(0), dims));
             }
         }
     }
-    let mut collect = Collect {
-        path: Vec::new(),
-        containers: Vec::new(),
-        found: Vec::new(),
-    };
+    let mut collect = Collect(WalkPath::default(), Vec::new());
     module.visit(&mut collect);
-    collect.found
+    collect.1
 }
 
 /// Every linear layer of `module`: its module path and `[input, output]` (dense or packed).
 pub fn linear_layers<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, [usize; 2])> {
-    struct Collect {
-        path: Vec<String>,
-        containers: Vec<String>,
-        found: Vec<(String, [usize; 2])>,
-    }
+    struct Collect(WalkPath, Vec<(String, [usize; 2])>);
     impl<B: Backend> ModuleVisitor<B> for Collect {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.push(name.to_string());
-                self.containers.push(container_type.to_string());
-            }
+            self.0.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.pop();
-                self.containers.pop();
-            }
+            self.0.exit(container_type);
         }
         fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
             // A packed layer's weight is a `[1, 1]` carrier: its codes `[rows, cols / 32,
             // bits]` give the real shape.
-            let packed = self.containers.last().is_some_and(|c| c == "Struct:Packed");
             let dims = param.lazy_shape().dims::<D>();
-            if packed
-                && self.path.last().is_some_and(|n| n == "codes")
+            let codes = (self.0.container(), self.0.field()) == ("Struct:Packed", "codes");
+            if codes
                 && holds_data("codes", &dims)
-                && let Some(last) = self.found.last_mut()
+                && let Some(last) = self.1.last_mut()
             {
                 last.1 = [dims[1] * 32, dims[0]];
             }
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let linear = self.containers.last().is_some_and(|c| c == "Struct:Linear");
-            if D == 2 && linear && self.path.last().is_some_and(|n| n == "weight") {
+            if D == 2 && (self.0.container(), self.0.field()) == ("Struct:Linear", "weight") {
                 let dims = param.lazy_shape().dims::<2>();
-                let module = self.path[..self.path.len() - 1].join(".");
-                self.found.push((module, [dims[0], dims[1]]));
+                self.1.push((self.0.up(1), [dims[0], dims[1]]));
             }
         }
     }
-    let mut collect = Collect {
-        path: Vec::new(),
-        containers: Vec::new(),
-        found: Vec::new(),
-    };
+    let mut collect = Collect(WalkPath::default(), Vec::new());
     module.visit(&mut collect);
-    collect.found
+    collect.1
 }

@@ -2,12 +2,13 @@
 //! run time, `y = x W + b + ((x D) ⊙ s) U`, so that LoRAs can be switched and rescaled without
 //! reloading the base weights, and stacked on quantized ones.
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
-use burn::tensor::{Shape, Tensor, TensorData};
 
 use super::linear::float_dtype;
+use super::packed::placeholder_float;
 
 /// The run-time LoRA updates of one linear layer `d_input -> d_output`: every LoRA (and every
 /// part of a fused projection) that touches the layer, stacked along the rank.
@@ -35,9 +36,9 @@ impl<B: Backend> LoraAdapter<B> {
     /// No adapter.
     pub(crate) fn absent(device: &B::Device) -> Self {
         Self {
-            down: placeholder(device),
-            up: placeholder(device),
-            scale: placeholder(device),
+            down: placeholder_float(device),
+            up: placeholder_float(device),
+            scale: placeholder_float(device),
         }
     }
 
@@ -70,14 +71,4 @@ impl<B: Backend> LoraAdapter<B> {
         let dtype = y.dtype();
         y + update.cast(float_dtype(dtype))
     }
-}
-
-fn placeholder<B: Backend, const D: usize>(device: &B::Device) -> Param<Tensor<B, D>> {
-    Param::uninitialized(
-        ParamId::new(),
-        |device, _| Tensor::from_data(TensorData::new(vec![0f32], [1; D]), device),
-        device.clone(),
-        false,
-        Shape::new([1; D]),
-    )
 }

@@ -9,6 +9,7 @@ use burn::tensor::{Int, Tensor};
 use super::packed::{placeholder_float, placeholder_int};
 use super::{Packed, PackedSlot};
 use crate::quant::{PackedData, QuantType};
+use crate::walk::WalkPath;
 
 /// Quantizes every dense `Linear` weight of `module` to `ty` (those a checkpoint would store
 /// quantized: rows of whole 32-value blocks, more than 1024 values), one layer at a time: the
@@ -99,29 +100,20 @@ impl<B: Backend> ModuleMapper<B> for Quantizer<B> {
 /// parts dropped. For merging updates into a quantized model at full precision, or comparing
 /// a packed model with its dense equivalent.
 pub fn dequantize<B: Backend, M: Module<B>>(module: M) -> M {
-    let mut collect = CollectPacked::<B> {
-        path: Vec::new(),
-        containers: Vec::new(),
-        parts: HashMap::new(),
-    };
+    let mut collect = CollectPacked::<B>(WalkPath::default(), HashMap::new());
     module.visit(&mut collect);
     let layers: HashMap<String, Packed<B>> = collect
-        .parts
+        .1
         .into_iter()
         .filter_map(|(path, p)| {
             let packed = Packed::from_parts(p.codes?, p.factors?, p.sub?, p.codebook?);
             packed.is_present().then_some((path, packed))
         })
         .collect();
-    let mut mapper = Dequantizer {
-        path: Vec::new(),
-        containers: Vec::new(),
-        layers,
-    };
-    module.map(&mut mapper)
+    module.map(&mut Dequantizer(WalkPath::default(), layers))
 }
 
-#[derive(Default)]
+/// A layer's packed parts as a walk meets them.
 struct Parts<B: Backend> {
     codes: Option<Tensor<B, 3, Int>>,
     factors: Option<Tensor<B, 3>>,
@@ -129,33 +121,26 @@ struct Parts<B: Backend> {
     codebook: Option<Tensor<B, 1>>,
 }
 
-/// Pass one: each layer's packed parts, by the layer's path.
-struct CollectPacked<B: Backend> {
-    path: Vec<String>,
-    containers: Vec<String>,
-    parts: HashMap<String, Parts<B>>,
-}
+/// Pass one: each packed layer's parts, by the layer's path.
+struct CollectPacked<B: Backend>(WalkPath, HashMap<String, Parts<B>>);
 
 impl<B: Backend> CollectPacked<B> {
-    /// The layer path and field when inside a `Packed`.
-    fn at(&mut self) -> Option<(&mut Parts<B>, String)> {
-        if self.containers.last().map(String::as_str) != Some("Struct:Packed") {
+    /// The parts of the layer whose `Packed` field is being visited.
+    fn parts(&mut self) -> Option<&mut Parts<B>> {
+        if self.0.container() != "Struct:Packed" {
             return None;
         }
-        let n = self.path.len();
-        let layer = self.path[..n.saturating_sub(2)].join(".");
-        let field = self.path.last()?.clone();
-        let parts = self.parts.entry(layer).or_insert_with(|| Parts {
+        Some(self.1.entry(self.0.up(2)).or_insert(Parts {
             codes: None,
             factors: None,
             sub: None,
             codebook: None,
-        });
-        Some((parts, field))
+        }))
     }
 }
 
-fn reshape<B: Backend, const D: usize, const E: usize, K: burn::tensor::BasicOps<B>>(
+/// The same tensor at rank `E` (`None` if `D != E`).
+fn rank<B: Backend, const D: usize, const E: usize, K: burn::tensor::BasicOps<B>>(
     t: Tensor<B, D, K>,
 ) -> Option<Tensor<B, E, K>> {
     (D == E).then(|| Tensor::from_primitive(t.into_primitive()))
@@ -163,89 +148,76 @@ fn reshape<B: Backend, const D: usize, const E: usize, K: burn::tensor::BasicOps
 
 impl<B: Backend> ModuleVisitor<B> for CollectPacked<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.0.enter(name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.0.exit(container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some((parts, field)) = self.at() {
+        let field = self.0.field().to_string();
+        if let Some(parts) = self.parts() {
             match field.as_str() {
-                "factors" => parts.factors = reshape(param.val()),
-                "codebook" => parts.codebook = reshape(param.val()),
+                "factors" => parts.factors = rank(param.val()),
+                "codebook" => parts.codebook = rank(param.val()),
                 _ => {}
             }
         }
     }
 
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
-        if let Some((parts, field)) = self.at() {
+        let field = self.0.field().to_string();
+        if let Some(parts) = self.parts() {
             match field.as_str() {
-                "codes" => parts.codes = reshape(param.val()),
-                "sub" => parts.sub = reshape(param.val()),
+                "codes" => parts.codes = rank(param.val()),
+                "sub" => parts.sub = rank(param.val()),
                 _ => {}
             }
         }
     }
 }
 
-/// Pass two: dense weights in, packed parts out.
-struct Dequantizer<B: Backend> {
-    path: Vec<String>,
-    containers: Vec<String>,
-    layers: HashMap<String, Packed<B>>,
-}
+/// Pass two: dense weights in, packed parts replaced by placeholders.
+struct Dequantizer<B: Backend>(WalkPath, HashMap<String, Packed<B>>);
 
 impl<B: Backend> Dequantizer<B> {
-    fn layer(&self, levels: usize) -> Option<&Packed<B>> {
-        let n = self.path.len();
-        self.layers
-            .get(&self.path[..n.saturating_sub(levels)].join("."))
-    }
-
-    fn container(&self) -> Option<&str> {
-        self.containers.last().map(String::as_str)
+    /// Whether the field being visited is a `Packed` part of a packed layer.
+    fn in_packed_layer(&self) -> bool {
+        self.0.container() == "Struct:Packed" && self.1.contains_key(&self.0.up(2))
     }
 }
 
 impl<B: Backend> ModuleMapper<B> for Dequantizer<B> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.0.enter(name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.0.exit(container_type);
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        match self.container() {
-            Some("Struct:Linear") if self.path.last().is_some_and(|n| n == "weight") => {
-                let Some(packed) = self.layer(1) else {
-                    return param;
-                };
-                let dtype = super::linear::float_dtype(param.val().dtype());
-                let weight = packed.dequantize_transposed().cast(dtype);
-                Param::initialized(param.id, Tensor::from_primitive(weight.into_primitive()))
-            }
-            Some("Struct:Packed") if self.layer(2).is_some() => {
-                let device = param.lazy_device();
-                Param::initialized(ParamId::new(), placeholder_float::<B, D>(&device).val())
-            }
-            _ => param,
+        if (self.0.container(), self.0.field()) == ("Struct:Linear", "weight") {
+            let Some(packed) = self.1.get(&self.0.up(1)) else {
+                return param;
+            };
+            let dtype = super::linear::float_dtype(param.val().dtype());
+            let weight = packed.dequantize_transposed().cast(dtype);
+            return Param::initialized(param.id, Tensor::from_primitive(weight.into_primitive()));
         }
+        if self.in_packed_layer() {
+            let device = param.lazy_device();
+            return Param::initialized(ParamId::new(), placeholder_float::<B, D>(&device).val());
+        }
+        param
     }
 
     fn map_int<const D: usize>(
         &mut self,
         param: Param<Tensor<B, D, Int>>,
     ) -> Param<Tensor<B, D, Int>> {
-        if self.container() == Some("Struct:Packed") && self.layer(2).is_some() {
+        if self.in_packed_layer() {
             let device = param.lazy_device();
             return Param::initialized(ParamId::new(), placeholder_int::<B, D>(&device).val());
         }
