@@ -102,6 +102,14 @@ struct Args {
     /// img2img strength in (0, 1]: the share of the schedule that runs (1 ignores the image).
     #[arg(long, default_value_t = 0.6, requires = "init_image")]
     strength: f64,
+    /// What the image should not show. Acts only with --true-cfg above 1 ([dev] is
+    /// guidance-distilled: a negative prompt needs a second transformer pass per step).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// True classifier-free guidance scale (diffusers' `true_cfg_scale`, e.g. 4): above 1 with
+    /// --negative-prompt, each step runs the transformer twice.
+    #[arg(long)]
+    true_cfg: Option<f32>,
     /// Apply a LoRA: `FILE` or `FILE:STRENGTH` (default strength 1). Repeat for several.
     /// diffusers/PEFT, kohya, BFL/ComfyUI, XLabs, LoKr and LoHa files are recognised from
     /// their keys; one whose names match no layer is an error (see --lora-lenient).
@@ -243,6 +251,14 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         Some(g) => request.with_guidance(g),
         None => request,
     };
+    let request = match &args.negative_prompt {
+        Some(negative) => request.with_negative_prompt(negative),
+        None => request,
+    };
+    let request = match args.true_cfg {
+        Some(scale) => request.with_true_cfg(scale),
+        None => request,
+    };
     let request = match &args.init_image {
         Some(path) => {
             let image = image::open(path)
@@ -252,6 +268,12 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         None => request,
     };
     let resolved = pipeline.resolve(&request).map_err(|e| e.to_string())?;
+    for warning in &resolved.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(scale) = resolved.true_cfg {
+        println!("true CFG {scale}: two transformer passes per step");
+    }
     let guidance = resolved
         .guidance
         .map_or("none".to_string(), |g| g.to_string());

@@ -364,10 +364,11 @@ impl<B: Backend> Pipeline<B> {
         let resolved = self.resolve(request)?;
 
         report(Stage::Encoding, 0, 1)?;
-        let (txt, pooled) = self.encode_prompts(request)?;
+        let (prompts, negatives) = self.encode_prompts(request, &resolved.negative_prompts)?;
         report(Stage::Encoding, 1, 1)?;
 
-        let latents = self.denoise(request, &resolved, txt, pooled, &mut report)?;
+        let negative = negatives.zip(resolved.true_cfg);
+        let latents = self.denoise(request, &resolved, prompts, negative, &mut report)?;
 
         report(Stage::Decoding, 0, 1)?;
         let images = self.decode(latents)?;

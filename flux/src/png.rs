@@ -29,6 +29,8 @@ pub struct ImageMetadata {
     pub quantization: Option<String>,
     /// Each LoRA's file name and strength.
     pub loras: Vec<(String, f32)>,
+    /// The negative prompt and true CFG scale, when true CFG ran.
+    pub negative_prompt: Option<(String, f32)>,
 }
 
 impl ImageMetadata {
@@ -45,6 +47,13 @@ impl ImageMetadata {
             height: resolved.height as u32,
             quantization: None,
             loras: resolved.loras.clone(),
+            // The first prompt's (the CLI's one prompt); per-prompt negatives of a batch are
+            // the caller's to set.
+            negative_prompt: resolved
+                .negative_prompts
+                .first()
+                .cloned()
+                .zip(resolved.true_cfg),
         }
     }
 
@@ -64,6 +73,10 @@ impl ImageMetadata {
         ]);
         if let Some(q) = &self.quantization {
             entries.push(("quantization", q.clone()));
+        }
+        if let Some((negative, scale)) = &self.negative_prompt {
+            entries.push(("negative_prompt", negative.clone()));
+            entries.push(("true_cfg", scale.to_string()));
         }
         if !self.loras.is_empty() {
             let loras: Vec<String> = self.loras.iter().map(|(n, s)| format!("{n}:{s}")).collect();

@@ -36,6 +36,15 @@ pub struct GenerateRequest {
     /// The strength of each of the pipeline's LoRAs for this request (in the order they were
     /// given to the builder); `None`: as loaded. Needs the run-time LoRA mode.
     pub lora_scales: Option<Vec<f32>>,
+    /// Negative prompts: one for every prompt, or one per prompt. They act only with
+    /// [`GenerateRequest::true_cfg`] above 1 (diffusers' rule; [`crate::Resolved::warnings`]
+    /// says when one is given without it). An empty string is a valid negative prompt.
+    pub negative_prompts: Vec<String>,
+    /// True classifier-free guidance scale (diffusers' `true_cfg_scale`): above 1, with a
+    /// negative prompt, every step runs the transformer on the prompt and on the negative
+    /// prompt and moves along `neg + scale · (pos − neg)` (twice the transformer's work).
+    /// `None`: off. [dev] is guidance-distilled, so without this a negative prompt does nothing.
+    pub true_cfg: Option<f32>,
 }
 
 impl GenerateRequest {
@@ -52,6 +61,8 @@ impl GenerateRequest {
             latents: None,
             init_image: None,
             lora_scales: None,
+            negative_prompts: Vec::new(),
+            true_cfg: None,
         }
     }
 
@@ -103,6 +114,27 @@ impl GenerateRequest {
     /// given to the builder (run-time LoRA mode; the loaded model is not changed).
     pub fn with_lora_scales(mut self, scales: impl Into<Vec<f32>>) -> Self {
         self.lora_scales = Some(scales.into());
+        self
+    }
+
+    /// A negative prompt for every prompt of the request (acts with [`Self::with_true_cfg`]).
+    pub fn with_negative_prompt(mut self, negative: impl Into<String>) -> Self {
+        self.negative_prompts = vec![negative.into()];
+        self
+    }
+
+    /// One negative prompt per prompt, in order.
+    pub fn with_negative_prompts(
+        mut self,
+        negatives: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.negative_prompts = negatives.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// True classifier-free guidance at `scale` (see [`GenerateRequest::true_cfg`]).
+    pub fn with_true_cfg(mut self, scale: f32) -> Self {
+        self.true_cfg = Some(scale);
         self
     }
 

@@ -9,6 +9,7 @@ use flux_core::Flux;
 use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
 
 use super::Pipeline;
+use super::text::Encoded;
 use super::{MemoryMode, Resolved};
 use crate::{GenerateRequest, Result, Stage};
 
@@ -85,12 +86,15 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// Starting latents, then the Euler loop; returns unpacked latents `[b, 16, h/8, w/8]`.
+    /// With `negative` (its encodings and the true CFG scale), every step runs the transformer
+    /// on the prompts and the negative prompts as one batch and moves along
+    /// `neg + scale · (pos − neg)` (diffusers' order of operations; diffusers runs two calls).
     pub(super) fn denoise(
         &self,
         r: &GenerateRequest,
         plan: &Resolved,
-        txt: Tensor<B, 3>,
-        pooled: Tensor<B, 2>,
+        (txt, pooled): Encoded<B>,
+        negative: Option<(Encoded<B>, f32)>,
         report: &mut Report<'_>,
     ) -> Result<Tensor<B, 4>> {
         let device = &self.device;
@@ -110,12 +114,34 @@ impl<B: Backend> Pipeline<B> {
         if loads {
             report(Stage::Loading, 1, 1)?;
         }
-        let pe = transformer.rope(txt_ids, img_ids)?;
-        let guidance = plan.guidance.map(|g| Tensor::<B, 1>::full([b], g, device));
+        // True CFG runs the prompts and the negative prompts as one batch of 2b.
+        let (txt, pooled, cfg) = match negative {
+            Some(((neg_txt, neg_pooled), scale)) => (
+                Tensor::cat(vec![txt, neg_txt], 0),
+                Tensor::cat(vec![pooled, neg_pooled], 0),
+                Some(scale),
+            ),
+            None => (txt, pooled, None),
+        };
+        let rows = if cfg.is_some() { 2 * b } else { b };
+        let pe = match cfg {
+            Some(_) => transformer.rope(
+                Tensor::cat(vec![txt_ids.clone(), txt_ids], 0),
+                Tensor::cat(vec![img_ids.clone(), img_ids], 0),
+            )?,
+            None => transformer.rope(txt_ids, img_ids)?,
+        };
+        let guidance = plan
+            .guidance
+            .map(|g| Tensor::<B, 1>::full([rows], g, device));
         let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
-            let t = Tensor::<B, 1>::full([b], step.t, device);
+            let t = Tensor::<B, 1>::full([rows], step.t, device);
+            let input = match cfg {
+                Some(_) => Tensor::cat(vec![x.clone(), x.clone()], 0),
+                None => x.clone(),
+            };
             let v = transformer.try_forward_with_rope(
-                x.clone(),
+                input,
                 txt.clone(),
                 &pe,
                 t,
@@ -123,7 +149,14 @@ impl<B: Backend> Pipeline<B> {
                 guidance.clone(),
             )?;
             // A half-precision model's velocity; the latents stay in f32 between steps.
-            Ok(v.cast(x.dtype()))
+            let v = v.cast(x.dtype());
+            Ok(match cfg {
+                Some(scale) => {
+                    let (pos, neg) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
+                    neg.clone() + (pos - neg) * scale
+                }
+                None => v,
+            })
         };
         let total = schedule.num_steps();
         // A cancelling report stops the loop, which returns the sampler's `Cancelled`

@@ -27,6 +27,14 @@ pub struct Resolved {
     pub batch: usize,
     /// Each LoRA's file name and the strength it runs at.
     pub loras: Vec<(String, f32)>,
+    /// The true classifier-free guidance scale when it runs (a negative prompt and a scale
+    /// above 1), else `None`.
+    pub true_cfg: Option<f32>,
+    /// One negative prompt per prompt when true CFG runs (a single one repeated), else empty.
+    pub negative_prompts: Vec<String>,
+    /// What the request asked for that will not happen, said plainly (a negative prompt
+    /// without a true CFG scale above 1 does nothing, as in diffusers).
+    pub warnings: Vec<String>,
 }
 
 impl<B: Backend> Pipeline<B> {
@@ -89,6 +97,7 @@ impl<B: Backend> Pipeline<B> {
             }
         }
         let loras = self.request_loras(r)?;
+        let (true_cfg, negative_prompts, warnings) = true_cfg(r)?;
         Ok(Resolved {
             model: self.kind,
             steps,
@@ -98,6 +107,49 @@ impl<B: Backend> Pipeline<B> {
             height: r.height,
             batch,
             loras,
+            true_cfg,
+            negative_prompts,
+            warnings,
         })
     }
+}
+
+/// diffusers' rule: true CFG runs when a negative prompt is given and the scale is above 1.
+fn true_cfg(r: &GenerateRequest) -> Result<(Option<f32>, Vec<String>, Vec<String>)> {
+    let negatives = &r.negative_prompts;
+    if negatives.len() > 1 && negatives.len() != r.prompts.len() {
+        return Err(Error::BadRequest(format!(
+            "{} negative prompts for {} prompts: give one, or one per prompt",
+            negatives.len(),
+            r.prompts.len()
+        )));
+    }
+    if let Some(scale) = r.true_cfg
+        && !(scale.is_finite() && scale >= 0.0)
+    {
+        return Err(Error::BadRequest(format!(
+            "true CFG scale {scale} must be finite and not negative"
+        )));
+    }
+    let mut warnings = Vec::new();
+    match (r.true_cfg, negatives.is_empty()) {
+        (Some(scale), false) if scale > 1.0 => {
+            let negatives = if negatives.len() == 1 {
+                vec![negatives[0].clone(); r.prompts.len()]
+            } else {
+                negatives.clone()
+            };
+            return Ok((Some(scale), negatives, warnings));
+        }
+        (scale, false) => warnings.push(format!(
+            "the negative prompt is ignored: it acts only with a true CFG scale above 1 \
+             (given: {}); [dev] is guidance-distilled, so it does nothing on its own",
+            scale.map_or("none".to_string(), |s| s.to_string())
+        )),
+        (Some(scale), true) if scale > 1.0 => warnings.push(format!(
+            "true CFG scale {scale} is ignored: it needs a negative prompt"
+        )),
+        _ => {}
+    }
+    Ok((None, Vec::new(), warnings))
 }

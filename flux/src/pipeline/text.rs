@@ -38,19 +38,21 @@ impl<B: Backend> Pipeline<B> {
         Tensor::from_data(TensorData::new(flat, [n, len]), &self.device)
     }
 
-    /// T5 tokens `[b, len, 4096]` and pooled CLIP `[b, 768]`, each prompt repeated
-    /// `images_per_prompt` times (consecutively, like diffusers).
+    /// T5 tokens `[b, len, 4096]` and pooled CLIP `[b, 768]` for `prompts`, each repeated
+    /// `images_per_prompt` times (consecutively, like diffusers). With `negatives` (true CFG),
+    /// theirs too, from the same encoder passes: `(prompts, negatives)`.
+    #[allow(clippy::type_complexity)]
     pub(super) fn encode_prompts(
         &self,
         r: &GenerateRequest,
-    ) -> Result<(Tensor<B, 3>, Tensor<B, 2>)> {
-        let clip_ids = r
-            .prompts
+        negatives: &[String],
+    ) -> Result<(Encoded<B>, Option<Encoded<B>>)> {
+        let all: Vec<&String> = r.prompts.iter().chain(negatives).collect();
+        let clip_ids = all
             .iter()
             .map(|p| self.clip_tokenizer.encode(p, CLIP_MAX_LEN))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let t5_ids = r
-            .prompts
+        let t5_ids = all
             .iter()
             .map(|p| self.t5_tokenizer.encode(p, self.t5_max_len))
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -61,16 +63,25 @@ impl<B: Backend> Pipeline<B> {
         let pooled = self.request_clip(clip, r)?.try_forward(clip_ids)?.pooled;
         let txt = self.model(|m| &m.t5, Self::load_t5)?.try_forward(t5_ids)?;
         let n = r.images_per_prompt;
-        let [p, len, width] = txt.dims();
-        let txt = txt
-            .unsqueeze_dim::<4>(1)
-            .repeat_dim(1, n)
-            .reshape([p * n, len, width]);
-        let [_, dim] = pooled.dims();
-        let pooled = pooled
-            .unsqueeze_dim::<3>(1)
-            .repeat_dim(1, n)
-            .reshape([p * n, dim]);
-        Ok((txt, pooled))
+        let split = |from: usize, count: usize| -> Encoded<B> {
+            let [_, len, width] = txt.dims();
+            let [_, dim] = pooled.dims();
+            let t = txt.clone().narrow(0, from, count);
+            let p = pooled.clone().narrow(0, from, count);
+            (
+                t.unsqueeze_dim::<4>(1)
+                    .repeat_dim(1, n)
+                    .reshape([count * n, len, width]),
+                p.unsqueeze_dim::<3>(1)
+                    .repeat_dim(1, n)
+                    .reshape([count * n, dim]),
+            )
+        };
+        let k = r.prompts.len();
+        let negative = (!negatives.is_empty()).then(|| split(k, negatives.len()));
+        Ok((split(0, k), negative))
     }
 }
+
+/// T5 tokens `[b, len, 4096]` and pooled CLIP `[b, 768]`.
+pub(super) type Encoded<B> = (Tensor<B, 3>, Tensor<B, 2>);

@@ -21,6 +21,7 @@ fn png_keeps_pixels_and_metadata() {
             ("style.safetensors".into(), 0.8),
             ("turbo:v2.safetensors".into(), 1.0),
         ],
+        negative_prompt: Some(("blurry".into(), 4.0)),
     };
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -38,6 +39,8 @@ fn png_keeps_pixels_and_metadata() {
     assert_eq!(get("model"), Some("FLUX.1-dev"));
     assert_eq!(get("size"), Some("48x32"));
     assert_eq!(get("quantization"), Some("q4_0"));
+    assert_eq!(get("negative_prompt"), Some("blurry"));
+    assert_eq!(get("true_cfg"), Some("4"));
     assert_eq!(
         get("loras"),
         Some("style.safetensors:0.8, turbo:v2.safetensors:1")
@@ -57,6 +60,7 @@ fn png_to_unwritable_path_is_an_error() {
         height: 16,
         quantization: None,
         loras: Vec::new(),
+        negative_prompt: None,
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
     assert!(

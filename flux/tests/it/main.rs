@@ -8,4 +8,5 @@ mod img2img;
 mod io;
 mod lora;
 mod pipeline;
+mod true_cfg;
 mod wgpu;

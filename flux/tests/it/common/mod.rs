@@ -45,6 +45,19 @@ pub fn run(name: &str) -> Run {
     if let Some(g) = json["guidance_scale"].as_f64() {
         request = request.with_guidance(g as f32);
     }
+    if let Some(n) = json["num_images_per_prompt"].as_u64() {
+        request = request.with_images_per_prompt(n as usize);
+    }
+    match &json["negative_prompt"] {
+        serde_json::Value::String(p) => request = request.with_negative_prompt(p.as_str()),
+        serde_json::Value::Array(ps) => {
+            request = request.with_negative_prompts(ps.iter().map(|p| p.as_str().unwrap()))
+        }
+        _ => {}
+    }
+    if let Some(s) = json["true_cfg_scale"].as_f64() {
+        request = request.with_true_cfg(s as f32);
+    }
     Run {
         request,
         expected: io.data("image").unwrap().to_vec::<f32>().unwrap(),

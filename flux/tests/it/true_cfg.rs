@@ -1,0 +1,79 @@
+//! Negative prompts through true classifier-free guidance, against diffusers' `FluxPipeline`
+//! with `negative_prompt` and `true_cfg_scale` (fixtures: scripts/reference/gen_true_cfg.py).
+
+use crate::common::{compare, fixture, max_abs, pipeline, run};
+use flux::{Error, GenerateRequest, MemoryMode};
+use flux_io::Weights;
+
+#[test]
+fn true_cfg_matches_diffusers() {
+    let p = pipeline("tiny_pipeline", 32, MemoryMode::Resident);
+    for name in ["dev_true_cfg", "dev_true_cfg_batch"] {
+        let run = run(name);
+        let resolved = p.resolve(&run.request).unwrap();
+        assert!(resolved.true_cfg.is_some() && resolved.warnings.is_empty());
+        let (err, same) = compare(&p, &run);
+        eprintln!(
+            "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
+            same * 100.0
+        );
+        assert!(err <= 1e-4 && same >= 0.999, "{name}: {err} {same}");
+    }
+}
+
+#[test]
+fn a_negative_prompt_without_true_cfg_is_said_and_does_nothing() {
+    let p = pipeline("tiny_pipeline", 32, MemoryMode::Sequential);
+    let base = run("dev_true_cfg");
+    let plain: Vec<f32> = Weights::open(fixture("tiny_pipeline_runs/dev_true_cfg.safetensors"))
+        .unwrap()
+        .data("image_without_negative")
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for request in [
+        base.request.clone().with_true_cfg(1.0),
+        GenerateRequest {
+            true_cfg: None,
+            ..base.request.clone()
+        },
+    ] {
+        let resolved = p.resolve(&request).unwrap();
+        assert_eq!(resolved.true_cfg, None);
+        assert!(
+            resolved.warnings[0].contains("negative prompt is ignored"),
+            "{:?}",
+            resolved.warnings
+        );
+        let out = p.generate_float(&request).unwrap();
+        assert!(max_abs(&out, &plain) <= 1e-4);
+    }
+    let no_negative = GenerateRequest {
+        negative_prompts: Vec::new(),
+        ..base.request.clone()
+    };
+    let warnings = p.resolve(&no_negative).unwrap().warnings;
+    assert!(
+        warnings[0].contains("needs a negative prompt"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn bad_true_cfg_requests_are_errors() {
+    let p = pipeline("tiny_pipeline", 32, MemoryMode::Resident);
+    let two = GenerateRequest::batch(["a", "b"])
+        .with_size(32, 32)
+        .with_true_cfg(3.0);
+    let err = |r: &GenerateRequest| match p.resolve(r) {
+        Err(Error::BadRequest(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let m = err(&two.clone().with_negative_prompts(["x", "y", "z"]));
+    assert!(m.contains("3 negative prompts for 2 prompts"), "{m}");
+    let m = err(&two
+        .clone()
+        .with_negative_prompt("x")
+        .with_true_cfg(f32::NAN));
+    assert!(m.contains("true CFG scale"), "{m}");
+}
