@@ -25,6 +25,7 @@ impl<B: Backend> Step<B> {
     ///
     /// # Errors
     /// An invalid config or inconsistent ids (neither happens for the named sizes).
+    #[allow(dead_code)]
     pub fn new(size: &Size, device: &B::Device) -> flux_core::Result<Self> {
         let c = &size.config;
         c.validate()?;
@@ -37,19 +38,32 @@ impl<B: Backend> Step<B> {
     /// # Errors
     /// Inconsistent ids (does not happen for the named sizes).
     pub fn with_model(model: Flux<B>, size: &Size, device: &B::Device) -> flux_core::Result<Self> {
+        Self::with_batch(model, size, 1, device)
+    }
+
+    /// As [`Step::with_model`], for a batch of `batch` images in one call.
+    ///
+    /// # Errors
+    /// Inconsistent ids (does not happen for the named sizes).
+    pub fn with_batch(
+        model: Flux<B>,
+        size: &Size,
+        batch: usize,
+        device: &B::Device,
+    ) -> flux_core::Result<Self> {
         B::seed(device, 0);
         let c = model.config().clone();
         let normal = Distribution::Normal(0.0, 1.0);
-        let (n_img, n_txt) = (size.n_img(), size.n_txt);
-        let img_ids = flux_core::img_ids::<B>(1, size.pixels(), size.pixels(), device)?;
-        let pe = model.rope(flux_core::txt_ids::<B>(1, n_txt, device), img_ids)?;
+        let (n_img, n_txt, b) = (size.n_img(), size.n_txt, batch);
+        let img_ids = flux_core::img_ids::<B>(b, size.pixels(), size.pixels(), device)?;
+        let pe = model.rope(flux_core::txt_ids::<B>(b, n_txt, device), img_ids)?;
         Ok(Self {
-            img: Tensor::random([1, n_img, c.in_channels], normal, device),
-            txt: Tensor::random([1, n_txt, c.context_in_dim], normal, device),
+            img: Tensor::random([b, n_img, c.in_channels], normal, device),
+            txt: Tensor::random([b, n_txt, c.context_in_dim], normal, device),
             pe,
-            timesteps: Tensor::from_floats([0.7], device),
-            y: Tensor::random([1, c.vec_in_dim], normal, device),
-            guidance: Tensor::from_floats([3.5], device),
+            timesteps: Tensor::full([b], 0.7, device),
+            y: Tensor::random([b, c.vec_in_dim], normal, device),
+            guidance: Tensor::full([b], 3.5, device),
             model,
         })
     }

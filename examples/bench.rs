@@ -70,6 +70,9 @@ struct Args {
     /// loaded through the real path), applied as `--lora-mode` says.
     #[arg(long, global = true)]
     lora_rank: Option<usize>,
+    /// Transformer: images per call (the step time is printed per call; divide by it).
+    #[arg(long, global = true, default_value_t = 1)]
+    batch: usize,
     /// `merged` (into the weights) or `runtime` (beside them, every step).
     #[arg(long, global = true, default_value = "runtime")]
     lora_mode: String,
@@ -252,12 +255,13 @@ fn transformer<B: Backend>(
             bytes.packed_layers,
             peak_rss_gb()
         );
-        let step = Step::<B>::with_model(model, size, device)?;
+        let step = Step::<B>::with_batch(model, size, args.batch, device)?;
         times_of(args, &step)?;
         println!("peak RSS {:.2} GB", peak_rss_gb());
         return Ok(());
     }
-    let mut step = Step::<B>::new(size, device)?;
+    size.config.validate()?;
+    let mut step = Step::<B>::with_batch(size.config.init::<B>(device), size, args.batch, device)?;
     println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     if construct_only {
         return Ok(());

@@ -102,6 +102,10 @@ struct Args {
     /// img2img strength in (0, 1]: the share of the schedule that runs (1 ignores the image).
     #[arg(long, default_value_t = 0.6, requires = "init_image")]
     strength: f64,
+    /// At most this many images per transformer call (true CFG counts each twice); default:
+    /// the whole batch at once. Smaller holds fewer activations; the images are the same.
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// What the image should not show. Acts only with --true-cfg above 1 ([dev] is
     /// guidance-distilled: a negative prompt needs a second transformer pass per step).
     #[arg(long)]
@@ -220,6 +224,10 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             LoraModeArg::Runtime => LoraMode::Runtime,
         })
         .lora_lenient(args.lora_lenient);
+    let pipeline = match args.batch_size {
+        Some(rows) => pipeline.max_batch(rows),
+        None => pipeline,
+    };
     let pipeline = args
         .loras
         .iter()

@@ -69,6 +69,7 @@ pub struct PipelineBuilder<B: Backend> {
     loras: Vec<(PathBuf, f32)>,
     lora_mode: LoraMode,
     lora_lenient: bool,
+    max_batch: Option<usize>,
 }
 
 impl<B: Backend> PipelineBuilder<B> {
@@ -172,6 +173,17 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// At most `rows` images per transformer call (true CFG counts each image twice). Default:
+    /// the whole batch in one call on GPUs; one image per call on the CPU backends, where
+    /// batched calls measured slower per image (`small`: 646 ms per image alone, 960–1070 ms
+    /// per image at batch 2–4; docs/performance.md). Smaller chunks hold fewer activations
+    /// at once; the images are the same either way (each image's noise is drawn for the
+    /// whole batch, as diffusers draws it).
+    pub fn max_batch(mut self, rows: usize) -> Self {
+        self.max_batch = Some(rows.max(1));
+        self
+    }
+
     /// T5 sequence length (default: 512 for [dev], 256 for [schnell], as trained).
     pub fn t5_max_len(mut self, len: usize) -> Self {
         self.t5_max_len = Some(len);
@@ -235,6 +247,7 @@ impl<B: Backend> PipelineBuilder<B> {
             clip_tokenizer,
             t5_tokenizer,
             loras,
+            max_batch: self.max_batch,
             resident: None,
         };
         if pipeline.memory == MemoryMode::Resident {
@@ -272,6 +285,7 @@ pub struct Pipeline<B: Backend> {
     clip_tokenizer: ClipTokenizer,
     t5_tokenizer: T5Tokenizer,
     loras: Option<lora::Loras>,
+    max_batch: Option<usize>,
     resident: Option<Models<B>>,
 }
 
@@ -298,6 +312,7 @@ impl<B: Backend> Pipeline<B> {
             loras: Vec::new(),
             lora_mode: LoraMode::default(),
             lora_lenient: false,
+            max_batch: None,
         }
     }
 

@@ -46,6 +46,16 @@ impl<B: Backend> Linear<B> {
     /// # Shapes
     /// - x: `[..., d_input]` -> `[..., d_output]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        if D > 2 && dims[..D - 2].iter().any(|&n| n > 1) {
+            // Batched rows as one `[rows, d_input]` matrix: one GEMM against the weight,
+            // instead of a batched matmul that broadcasts the weight to every batch entry.
+            let rows: usize = dims[..D - 1].iter().product();
+            let y = self.forward(x.reshape([rows, dims[D - 1]]));
+            let mut out = dims;
+            out[D - 1] = y.dims()[1];
+            return y.reshape(out);
+        }
         let bias = self.bias.as_ref().map(Param::val);
         if self.packed.is_present()
             && let Some(y) = self.packed.matmul_few(&x)

@@ -9,3 +9,10 @@ mod precision;
 pub use activation::{gelu_tanh, quick_gelu};
 pub use attention::{SCORE_BUDGET, attention, attention_f32};
 pub use precision::in_f32;
+
+/// Whether `B` is one of the CPU backends (burn-flex, burn-ndarray). On them a batch runs
+/// faster one image per transformer call than all at once (docs/performance.md), so the
+/// pipeline chunks batches there by default.
+pub fn is_cpu_backend<B: burn::tensor::backend::Backend>() -> bool {
+    crate::kernels::backend::is_cpu::<B>()
+}

@@ -86,6 +86,7 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// Starting latents, then the Euler loop; returns unpacked latents `[b, 16, h/8, w/8]`.
+    /// The transformer sees the whole batch in one call, or chunks of `max_batch` rows.
     /// With `negative` (its encodings and the true CFG scale), every step runs the transformer
     /// on the prompts and the negative prompts as one batch and moves along
     /// `neg + scale · (pos − neg)` (diffusers' order of operations; diffusers runs two calls).
@@ -101,9 +102,7 @@ impl<B: Backend> Pipeline<B> {
         let [b, _, lh, lw] = flux_sampler::diffusers_latent_shape(plan.batch, r.height, r.width);
         let schedule = self.schedule(r, plan, (lh / 2) * (lw / 2))?;
         let x = flux_core::pack(self.starting_latents(r, plan, &schedule, report)?)?;
-        let img_ids = flux_core::img_ids::<B>(b, r.height, r.width, device)?;
         let [_, n_txt, _] = txt.dims();
-        let txt_ids = flux_core::txt_ids::<B>(b, n_txt, device);
 
         let loads = self.memory == MemoryMode::Sequential;
         if loads {
@@ -124,32 +123,53 @@ impl<B: Backend> Pipeline<B> {
             None => (txt, pooled, None),
         };
         let rows = if cfg.is_some() { 2 * b } else { b };
-        let pe = match cfg {
-            Some(_) => transformer.rope(
-                Tensor::cat(vec![txt_ids.clone(), txt_ids], 0),
-                Tensor::cat(vec![img_ids.clone(), img_ids], 0),
-            )?,
-            None => transformer.rope(txt_ids, img_ids)?,
+        // At most `chunk` rows per transformer call (`PipelineBuilder::max_batch`; by default
+        // one on the CPU backends, where batched calls measured slower per image, and all on
+        // GPUs). Every row shares the same ids, so one rotary table serves every full chunk.
+        let default = if flux_io::ops::is_cpu_backend::<B>() {
+            1
+        } else {
+            rows
         };
-        let guidance = plan
-            .guidance
-            .map(|g| Tensor::<B, 1>::full([rows], g, device));
+        let chunk = self.max_batch.unwrap_or(default).clamp(1, rows);
+        let rope = |n: usize| -> Result<flux_core::RopeTable<B>> {
+            let img_ids = flux_core::img_ids::<B>(n, r.height, r.width, device)?;
+            Ok(transformer.rope(flux_core::txt_ids::<B>(n, n_txt, device), img_ids)?)
+        };
+        let pe = rope(chunk)?;
+        let pe_rest = match rows % chunk {
+            0 => None,
+            rest => Some(rope(rest)?),
+        };
         let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
-            let t = Tensor::<B, 1>::full([rows], step.t, device);
             let input = match cfg {
                 Some(_) => Tensor::cat(vec![x.clone(), x.clone()], 0),
                 None => x.clone(),
             };
-            let v = transformer.try_forward_with_rope(
-                input,
-                txt.clone(),
-                &pe,
-                t,
-                pooled.clone(),
-                guidance.clone(),
-            )?;
-            // A half-precision model's velocity; the latents stay in f32 between steps.
-            let v = v.cast(x.dtype());
+            let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
+            for start in (0..rows).step_by(chunk) {
+                let n = chunk.min(rows - start);
+                let pe = if n == chunk {
+                    &pe
+                } else {
+                    pe_rest.as_ref().unwrap_or(&pe)
+                };
+                let v = transformer.try_forward_with_rope(
+                    input.clone().narrow(0, start, n),
+                    txt.clone().narrow(0, start, n),
+                    pe,
+                    Tensor::<B, 1>::full([n], step.t, device),
+                    pooled.clone().narrow(0, start, n),
+                    plan.guidance.map(|g| Tensor::<B, 1>::full([n], g, device)),
+                )?;
+                // A half-precision model's velocity; the latents stay in f32 between steps.
+                parts.push(v.cast(x.dtype()));
+            }
+            let v = if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                Tensor::cat(parts, 0)
+            };
             Ok(match cfg {
                 Some(scale) => {
                     let (pos, neg) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
