@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 
 use super::resolve::{Adapters, LayerUpdate};
-use crate::nn::holds_adapter;
+use crate::nn::{float_dtype_of as float_dtype, holds_adapter};
 use crate::walk::WalkPath;
 use crate::{Error, Result};
 
@@ -119,16 +119,22 @@ impl<'a> Mapper<'a> {
     }
 }
 
-/// f32 values of a tensor.
-fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
+/// `param` with `change` applied to its values on the host in f32, then put back in its
+/// dtype and on its device (small parameters: biases, norm scales).
+fn on_host<B: Backend, const D: usize>(
+    param: Param<Tensor<B, D>>,
+    change: impl FnOnce(&mut [f32]),
+) -> Param<Tensor<B, D>> {
+    let (id, value, _) = param.consume();
+    let (device, dtype, shape) = (value.device(), value.dtype(), value.shape());
+    let mut values: Vec<f32> = value
+        .into_data()
         .convert::<f32>()
         .into_vec()
-        .expect("f32 after convert")
-}
-
-fn float_dtype(dtype: DType) -> FloatDType {
-    crate::nn::float_dtype_of(dtype)
+        .expect("f32 after convert");
+    change(&mut values);
+    let tensor: Tensor<B, D> = Tensor::from_data(TensorData::new(values, shape), &device);
+    Param::initialized(id, tensor.cast(float_dtype(dtype)))
 }
 
 impl<B: Backend> ModuleMapper<B> for Mapper<'_> {
@@ -168,18 +174,15 @@ impl Mapper<'_> {
         if let Task::Rescale = self.task {
             return param;
         }
-        let (id, value, _) = param.consume();
-        let (device, dtype, shape) = (value.device(), value.dtype(), value.shape());
-        let mut values = host_f32(value);
-        for (lora, diff) in diffs {
-            let s = self.adapters.scales[*lora];
-            for (v, d) in values.iter_mut().zip(diff) {
-                *v += s * d;
-            }
-        }
-        let tensor: Tensor<B, D> = Tensor::from_data(TensorData::new(values, shape), &device);
         self.applied.merged += 1;
-        Param::initialized(id, tensor.cast(float_dtype(dtype)))
+        let scales = &self.adapters.scales;
+        on_host(param, |values| {
+            for (lora, diff) in diffs {
+                for (v, d) in values.iter_mut().zip(diff) {
+                    *v += scales[*lora] * d;
+                }
+            }
+        })
     }
 
     fn linear_weight<B: Backend, const D: usize>(
@@ -274,16 +277,10 @@ impl Mapper<'_> {
         if matches!(self.task, Task::Rescale) {
             return param;
         }
-        let (id, bias, _) = param.consume();
-        let (device, dtype) = (bias.device(), bias.dtype());
-        let mut values = host_f32(bias);
-        current
-            .update
-            .add_to_bias(&mut values, &self.adapters.scales);
-        let shape = [values.len()];
-        let bias: Tensor<B, 1> = Tensor::from_data(TensorData::new(values, shape), &device);
-        let bias = bias.cast(float_dtype(dtype));
-        Param::initialized(id, Tensor::from_primitive(bias.into_primitive()))
+        let update = current.update;
+        on_host(param, |values| {
+            update.add_to_bias(values, &self.adapters.scales)
+        })
     }
 
     fn adapter_field<B: Backend, const D: usize>(

@@ -77,6 +77,49 @@ enum Role {
     HadaW2B,
 }
 
+/// The kind of update a module's roles make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    LowRank,
+    LoKr,
+    LoHa,
+    Diff,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::LowRank => "LoRA",
+            Kind::LoKr => "LoKr",
+            Kind::LoHa => "LoHa",
+            Kind::Diff => "full difference",
+        }
+    }
+
+    /// The kind a role belongs to (`None`: alpha and the bias difference, which go with any).
+    fn of(role: Role) -> Option<Kind> {
+        Some(match role {
+            Role::Down | Role::Up => Kind::LowRank,
+            Role::LokrW1
+            | Role::LokrW1A
+            | Role::LokrW1B
+            | Role::LokrW2
+            | Role::LokrW2A
+            | Role::LokrW2B => Kind::LoKr,
+            Role::HadaW1A | Role::HadaW1B | Role::HadaW2A | Role::HadaW2B => Kind::LoHa,
+            Role::Diff => Kind::Diff,
+            Role::Alpha | Role::DiffBias => return None,
+        })
+    }
+
+    /// The kinds present among `roles`, in order.
+    fn present(roles: &BTreeMap<Role, String>) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> = roles.keys().filter_map(|r| Kind::of(*r)).collect();
+        kinds.dedup();
+        kinds
+    }
+}
+
 /// Key suffixes, longest first where one ends another.
 const SUFFIXES: &[(&str, Role)] = &[
     (".lora_A.default.weight", Role::Down),
@@ -186,7 +229,7 @@ impl LoraFile {
             return Err(err("no LoRA tensors in the file".into()));
         }
         let peft = PeftAlphas::read(weights, &name)?;
-        let format = detect(groups.keys().map(String::as_str), &groups);
+        let format = detect(&groups);
         let mut reader = Reader {
             weights,
             file: &name,
@@ -219,11 +262,9 @@ impl LoraFile {
 }
 
 /// The format, from the module names and factor kinds.
-fn detect<'a>(
-    mut stems: impl Iterator<Item = &'a str> + Clone,
-    groups: &BTreeMap<String, BTreeMap<Role, String>>,
-) -> LoraFormat {
+fn detect(groups: &BTreeMap<String, BTreeMap<Role, String>>) -> LoraFormat {
     let has_role = |r: Role| groups.values().any(|g| g.contains_key(&r));
+    let mut stems = groups.keys().map(String::as_str);
     if has_role(Role::LokrW1) || has_role(Role::LokrW1A) {
         LoraFormat::LoKr
     } else if has_role(Role::HadaW1A) {
@@ -316,28 +357,7 @@ impl Reader<'_> {
 
     /// One kind of weight update per module: LoRA factors, LoKr, LoHa or a full difference.
     fn check_kinds(&self, stem: &str, roles: &BTreeMap<Role, String>) -> Result<()> {
-        let kinds: Vec<&str> = [
-            (
-                "LoRA",
-                roles.contains_key(&Role::Down) || roles.contains_key(&Role::Up),
-            ),
-            (
-                "LoKr",
-                roles
-                    .keys()
-                    .any(|r| (Role::LokrW1..=Role::LokrW2B).contains(r)),
-            ),
-            (
-                "LoHa",
-                roles
-                    .keys()
-                    .any(|r| (Role::HadaW1A..=Role::HadaW2B).contains(r)),
-            ),
-            ("full difference", roles.contains_key(&Role::Diff)),
-        ]
-        .into_iter()
-        .filter_map(|(name, present)| present.then_some(name))
-        .collect();
+        let kinds: Vec<&str> = Kind::present(roles).into_iter().map(Kind::name).collect();
         if kinds.len() > 1 {
             return Err(self.err(format!(
                 "`{stem}` holds {} updates of one weight; a module holds one kind",
@@ -426,16 +446,11 @@ impl Reader<'_> {
         if let Some(up) = key(Role::Up) {
             return Err(self.err(format!("`{up}` has no matching down / lora_A factor")));
         }
-        if roles
-            .keys()
-            .any(|r| (Role::LokrW1..=Role::LokrW2B).contains(r))
-        {
+        let kind = Kind::present(roles).first().copied();
+        if kind == Some(Kind::LoKr) {
             return self.lokr(stem, &key, alpha);
         }
-        if roles
-            .keys()
-            .any(|r| (Role::HadaW1A..=Role::HadaW2B).contains(r))
-        {
+        if kind == Some(Kind::LoHa) {
             let mut get = |r: Role, name: &str| match key(r) {
                 Some(k) => self.matrix(k),
                 None => Err(self.err(format!("`{stem}.{name}` missing for a LoHa module"))),

@@ -410,7 +410,6 @@ impl LayerUpdate {
         let rank = self.rank();
         let mut down = vec![0.0f32; self.input * rank];
         let mut up = vec![0.0f32; rank * self.output];
-        let mut scale = Vec::with_capacity(rank);
         let mut at = 0;
         for part in &self.parts {
             let r = part.down.rows;
@@ -422,11 +421,10 @@ impl LayerUpdate {
                     let row = landing_row(i, &part.rows, part.swap_halves);
                     up[(at + k) * self.output + row] = part.up.values[i * r + k];
                 }
-                scale.push(part.factor * scales[part.lora]);
             }
             at += r;
         }
-        (down, up, scale)
+        (down, up, self.stacked_scales(scales))
     }
 
     /// The per-rank scales alone at `scales` (what [`super::rescale`] rewrites).

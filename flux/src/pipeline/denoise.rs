@@ -149,10 +149,9 @@ impl<B: Backend> Pipeline<B> {
             let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
             for start in (0..rows).step_by(chunk) {
                 let n = chunk.min(rows - start);
-                let pe = if n == chunk {
-                    &pe
-                } else {
-                    pe_rest.as_ref().unwrap_or(&pe)
+                let pe = match &pe_rest {
+                    Some(rest) if n < chunk => rest,
+                    _ => &pe,
                 };
                 let v = transformer.try_forward_with_rope(
                     input.clone().narrow(0, start, n),

@@ -55,6 +55,12 @@ impl Loras {
 }
 
 impl<B: Backend> Pipeline<B> {
+    /// The component's updates and how they are applied, if any LoRA touches it.
+    fn lora_for(&self, component: Component) -> Option<(&Adapters, LoraMode)> {
+        let loras = self.loras.as_ref()?;
+        Some((loras.adapters(component)?, loras.mode))
+    }
+
     /// What each LoRA given to the builder touches (file, format, strength, layers per
     /// model; in lenient mode, the module names that matched nothing). Empty without LoRAs.
     pub fn lora_reports(&self) -> &[LoraReport] {
@@ -63,24 +69,16 @@ impl<B: Backend> Pipeline<B> {
 
     /// The transformer with the LoRAs applied (at load).
     pub(super) fn with_transformer_loras(&self, model: Flux<B>) -> Result<Flux<B>> {
-        match self
-            .loras
-            .as_ref()
-            .and_then(|l| Some((l, l.adapters(Component::Transformer)?)))
-        {
-            Some((loras, adapters)) => Ok(model.apply_lora(adapters, loras.mode)?.0),
+        match self.lora_for(Component::Transformer) {
+            Some((adapters, mode)) => Ok(model.apply_lora(adapters, mode)?.0),
             None => Ok(model),
         }
     }
 
     /// CLIP with the LoRAs applied (at load).
     pub(super) fn with_clip_loras(&self, model: ClipTextEncoder<B>) -> Result<ClipTextEncoder<B>> {
-        match self
-            .loras
-            .as_ref()
-            .and_then(|l| Some((l, l.adapters(Component::Clip)?)))
-        {
-            Some((loras, adapters)) => Ok(model.apply_lora(adapters, loras.mode)?.0),
+        match self.lora_for(Component::Clip) {
+            Some((adapters, mode)) => Ok(model.apply_lora(adapters, mode)?.0),
             None => Ok(model),
         }
     }
@@ -150,10 +148,7 @@ impl<B: Backend> Pipeline<B> {
         component: Component,
         r: &GenerateRequest,
     ) -> Result<Option<Adapters>> {
-        let (Some(loras), Some(scales)) = (&self.loras, &r.lora_scales) else {
-            return Ok(None);
-        };
-        let Some(adapters) = loras.adapters(component) else {
+        let (Some((adapters, _)), Some(scales)) = (self.lora_for(component), &r.lora_scales) else {
             return Ok(None);
         };
         if adapters.scales() == scales.as_slice() {

@@ -41,7 +41,6 @@ impl<B: Backend> Pipeline<B> {
     /// T5 tokens `[b, len, 4096]` and pooled CLIP `[b, 768]` for `prompts`, each repeated
     /// `images_per_prompt` times (consecutively, like diffusers). With `negatives` (true CFG),
     /// theirs too, from the same encoder passes: `(prompts, negatives)`.
-    #[allow(clippy::type_complexity)]
     pub(super) fn encode_prompts(
         &self,
         r: &GenerateRequest,
