@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,9 @@ use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use flux::{
     GenerateRequest, ImageMetadata, LoraMode, MemoryMode, MemoryPlan, ModelFiles, ModelSizes,
-    Pipeline, Progress, QuantType, Quantization, Stage, save_png,
+    Pipeline, Progress, QuantType, Quantization, Stage, Variant, save_png,
 };
+use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// FLUX.1 text-to-image.
@@ -43,12 +44,12 @@ struct Args {
     /// `.gguf` in llama.cpp's names).
     #[arg(long, requires = "model_dir", conflicts_with = "repo")]
     t5: Option<PathBuf>,
-    /// Image width (a multiple of 16).
-    #[arg(long, default_value_t = 1024)]
-    width: usize,
-    /// Image height (a multiple of 16).
-    #[arg(long, default_value_t = 1024)]
-    height: usize,
+    /// Image width (a multiple of 16; default 1024, or the input image's for the tools).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height (a multiple of 16; default 1024, or the input image's for the tools).
+    #[arg(long)]
+    height: Option<usize>,
     /// Sampler steps (default: 28 for [dev], 4 for [schnell]).
     #[arg(long)]
     steps: Option<usize>,
@@ -97,11 +98,44 @@ struct Args {
     #[arg(long)]
     offload_blocks: bool,
     /// img2img: start from this image (resized to --width x --height) instead of pure noise.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["image", "edit", "control_image"])]
     init_image: Option<PathBuf>,
-    /// img2img strength in (0, 1]: the share of the schedule that runs (1 ignores the image).
-    #[arg(long, default_value_t = 0.6, requires = "init_image")]
-    strength: f64,
+    /// Share of the schedule that runs from the image, in (0, 1] (img2img default 0.6,
+    /// Fill default 1: the masked area from pure noise).
+    #[arg(long)]
+    strength: Option<f64>,
+    /// Kontext: the image to edit with the prompt as the instruction ("make the car red").
+    /// The output has its aspect ratio at --max-area unless --width/--height say otherwise.
+    #[arg(long, conflicts_with_all = ["image", "control_image"])]
+    edit: Option<PathBuf>,
+    /// Kontext: keep the edited image's size (rounded to 16) instead of resizing it to the
+    /// nearest trained resolution.
+    #[arg(long, requires = "edit")]
+    keep_size: bool,
+    /// Kontext: output area in pixels (default 1048576 = 1024²).
+    #[arg(long)]
+    max_area: Option<usize>,
+    /// Fill: the image to inpaint (with --mask) or outpaint (with --outpaint).
+    #[arg(long, conflicts_with = "control_image")]
+    image: Option<PathBuf>,
+    /// Fill: the mask; white is repainted, black kept.
+    #[arg(long, requires = "image", conflicts_with = "outpaint")]
+    mask: Option<PathBuf>,
+    /// Fill: outpaint by LEFT,TOP,RIGHT,BOTTOM pixels (the canvas sides must be multiples of
+    /// 16), e.g. `0,0,256,0` extends the image 256 pixels to the right.
+    #[arg(long, requires = "image", value_parser = parse_outpaint)]
+    outpaint: Option<[u32; 4]>,
+    /// Control (FLUX.1 Canny/Depth [dev], or [dev] with a control LoRA): the control image.
+    #[arg(long)]
+    control_image: Option<PathBuf>,
+    /// How to read --control-image: `image` uses it as given (an edge or depth map); `canny`
+    /// makes a Canny edge map of a photo (needs the `canny` cargo feature).
+    #[arg(long, value_enum, default_value_t = ControlArg::Image, requires = "control_image")]
+    control: ControlArg,
+    /// The model variant, when the file does not say: Kontext has [dev]'s shapes and is
+    /// recognised by "kontext" in its path (Fill and Control by their input width).
+    #[arg(long, value_enum, default_value_t = VariantArg::Auto)]
+    variant: VariantArg,
     /// At most this many images per transformer call (true CFG counts each twice); default:
     /// the whole batch at once. Smaller holds fewer activations; the images are the same.
     #[arg(long)]
@@ -126,6 +160,21 @@ struct Args {
     /// Warn about LoRA module names that match no layer instead of failing.
     #[arg(long)]
     lora_lenient: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum ControlArg {
+    Image,
+    Canny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum VariantArg {
+    Auto,
+    Text,
+    Kontext,
+    Fill,
+    Control,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -228,6 +277,13 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         Some(rows) => pipeline.max_batch(rows),
         None => pipeline,
     };
+    let pipeline = match args.variant {
+        VariantArg::Auto => pipeline,
+        VariantArg::Text => pipeline.variant(Variant::TextToImage),
+        VariantArg::Kontext => pipeline.variant(Variant::Kontext),
+        VariantArg::Fill => pipeline.variant(Variant::Fill),
+        VariantArg::Control => pipeline.variant(Variant::Control),
+    };
     let pipeline = args
         .loras
         .iter()
@@ -245,10 +301,13 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             );
         }
     }
+    if pipeline.variant() != Variant::TextToImage {
+        println!("model: {}", pipeline.variant());
+    }
     let load_time = started.elapsed();
 
-    let request = GenerateRequest::new(&args.prompt)
-        .with_size(args.width, args.height)
+    let (request, tool_inputs) = tool_request(args)?;
+    let request = request
         .with_seed(args.seed)
         .with_images_per_prompt(args.num_images);
     let request = match args.steps {
@@ -265,14 +324,6 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     };
     let request = match args.true_cfg {
         Some(scale) => request.with_true_cfg(scale),
-        None => request,
-    };
-    let request = match &args.init_image {
-        Some(path) => {
-            let image = image::open(path)
-                .map_err(|e| format!("cannot read the init image {}: {e}", path.display()))?;
-            request.with_init_image(image, args.strength)
-        }
         None => request,
     };
     let resolved = pipeline.resolve(&request).map_err(|e| e.to_string())?;
@@ -346,6 +397,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             args.out.with_file_name(format!("{stem}_{}.{ext}", i + 1))
         };
         let mut meta = ImageMetadata::new(&args.prompt, &resolved);
+        meta.tool_inputs = tool_inputs.clone();
         meta.quantization = match args.quantize {
             Some(Quantization::To(q)) => Some(q.to_string()),
             _ => None,
@@ -359,6 +411,126 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     }
     println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn open_image(path: &Path, what: &str) -> Result<DynamicImage, String> {
+    image::open(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// What the PNG metadata records of a tool's inputs: `(keyword, value)`.
+type ToolInputs = Vec<(&'static str, String)>;
+
+/// The request's prompt, size and tool inputs (img2img, Kontext, Fill, Control), and what to
+/// record of them in the PNG. Without --width/--height a tool's output takes its input
+/// image's size (for Kontext, the size the reference is resized to).
+fn tool_request(args: &Args) -> Result<(GenerateRequest, ToolInputs), String> {
+    let mut request = GenerateRequest::new(&args.prompt);
+    let mut inputs = Vec::new();
+    let mut size = None;
+    if let Some(path) = &args.init_image {
+        let strength = args.strength.unwrap_or(0.6);
+        request = request.with_init_image(open_image(path, "init image")?, strength);
+        inputs.push(("init_image", file_name(path)));
+        inputs.push(("strength", strength.to_string()));
+    }
+    if let Some(path) = &args.edit {
+        let image = open_image(path, "image to edit")?;
+        size = flux::tools::kontext_reference_size(
+            image.width() as usize,
+            image.height() as usize,
+            !args.keep_size,
+        );
+        request = request
+            .with_reference_image(image)
+            .with_auto_resize(!args.keep_size);
+        inputs.push(("reference_image", file_name(path)));
+    }
+    if let Some(area) = args.max_area {
+        request = request.with_max_area(area);
+    }
+    if let Some(path) = &args.image {
+        let image = open_image(path, "image")?;
+        let (image, mask) = match (&args.mask, args.outpaint) {
+            (Some(mask), _) => {
+                inputs.push(("image", file_name(path)));
+                inputs.push(("mask", file_name(mask)));
+                (image, open_image(mask, "mask")?)
+            }
+            (None, Some(pad)) => {
+                inputs.push(("image", file_name(path)));
+                inputs.push(("outpaint", pad.map(|p| p.to_string()).join(",")));
+                flux::tools::outpaint_canvas(&image, pad).map_err(|e| e.to_string())?
+            }
+            (None, None) => {
+                return Err("--image needs --mask (inpainting) or --outpaint (outpainting)".into());
+            }
+        };
+        size = Some((
+            image.width() as usize / 16 * 16,
+            image.height() as usize / 16 * 16,
+        ));
+        let strength = args.strength.unwrap_or(1.0);
+        request = request.with_init_image(image, strength).with_mask(mask);
+        if strength != 1.0 {
+            inputs.push(("strength", strength.to_string()));
+        }
+    }
+    if let Some(path) = &args.control_image {
+        let image = open_image(path, "control image")?;
+        let image = match args.control {
+            ControlArg::Image => image,
+            ControlArg::Canny => canny(&image)?,
+        };
+        size = Some((
+            image.width() as usize / 16 * 16,
+            image.height() as usize / 16 * 16,
+        ));
+        request = request.with_control_image(image);
+        inputs.push(("control_image", file_name(path)));
+        if args.control == ControlArg::Canny {
+            inputs.push(("control", "canny".into()));
+        }
+    }
+    let (width, height) = size.unwrap_or((1024, 1024));
+    let request = request.with_size(args.width.unwrap_or(width), args.height.unwrap_or(height));
+    Ok((request, inputs))
+}
+
+#[cfg(feature = "canny")]
+fn canny(image: &DynamicImage) -> Result<DynamicImage, String> {
+    // diffusers' examples: controlnet_aux's CannyDetector, thresholds 50 and 200.
+    Ok(flux::tools::canny_edges(image, 50.0, 200.0))
+}
+
+#[cfg(not(feature = "canny"))]
+fn canny(_: &DynamicImage) -> Result<DynamicImage, String> {
+    Err(
+        "--control canny needs the `canny` cargo feature: cargo run --release --features canny \
+         --example generate -- ... (or pass an edge map with --control image)"
+            .into(),
+    )
+}
+
+/// `--outpaint LEFT,TOP,RIGHT,BOTTOM`.
+fn parse_outpaint(s: &str) -> Result<[u32; 4], String> {
+    let sides: Vec<u32> = s
+        .split(',')
+        .map(|v| v.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{s}`: {e}; expected LEFT,TOP,RIGHT,BOTTOM pixels"))?;
+    <[u32; 4]>::try_from(sides).map_err(|v| {
+        format!(
+            "`{s}` has {} values; expected LEFT,TOP,RIGHT,BOTTOM",
+            v.len()
+        )
+    })
 }
 
 /// `--lora FILE[:STRENGTH]` (the last `:` starts a strength only if a number follows, so

@@ -39,6 +39,6 @@ pub use embed::timestep_embedding;
 pub use error::{Error, Result};
 pub use flux_io::quant::{QuantType, Quantization};
 pub use model::Flux;
-pub use packing::{check_image_size, img_ids, pack, txt_ids, unpack};
+pub use packing::{check_image_size, img_ids, img_ids_at, pack, pack_mask, txt_ids, unpack};
 pub use rope::{EmbedNd, RopeTable};
 pub use single_block::SingleStreamBlock;

@@ -25,7 +25,11 @@ impl FluxConfig {
         let hidden = self.hidden_size;
         let mut targets = Targets::new();
         for (path, [input, output]) in lora::linear_layers(&skeleton) {
-            let whole = Target::whole(path.clone(), input, output);
+            let whole = Target {
+                // BFL's control LoRAs widen `img_in` to take the control latents.
+                widen: path == "img_in",
+                ..Target::whole(path.clone(), input, output)
+            };
             let weight = format!("{path}.weight");
             let module = |key: &str| key.strip_suffix(".weight").unwrap_or(key).to_string();
             targets.insert(module(&bfl_key(&weight)), whole.clone());
@@ -147,7 +151,13 @@ impl<B: Backend> Flux<B> {
     /// [`crate::Error::Load`] wrapping [`flux_io::Error::Lora`]: a layer whose shape differs
     /// from what the updates were resolved for, a full-weight difference on a quantized
     /// layer, or updates naming layers this model does not have.
-    pub fn apply_lora(self, adapters: &Adapters, mode: LoraMode) -> Result<(Self, Applied)> {
+    pub fn apply_lora(mut self, adapters: &Adapters, mode: LoraMode) -> Result<(Self, Applied)> {
+        if let Some(input) = adapters.layer_input("img_in") {
+            // A control LoRA: [dev] becomes a control model, `img_in` taking the noisy
+            // latents' 64 channels and the control latents' 64 (zero weights until the
+            // LoRA's update lands on them).
+            self = self.widen_input(input);
+        }
         let mut apply = Apply {
             adapters,
             mode,

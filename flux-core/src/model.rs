@@ -110,6 +110,17 @@ impl<B: Backend> Flux<B> {
         &self.config
     }
 
+    /// The model taking `in_channels` input channels per token instead of its own (fewer is
+    /// a no-op), the new ones through zero weights of `img_in` (see
+    /// [`flux_io::nn::Linear::widen_input`]).
+    pub(crate) fn widen_input(mut self, in_channels: usize) -> Self {
+        if in_channels > self.config.in_channels {
+            self.img_in = self.img_in.widen_input(in_channels);
+            self.config.in_channels = in_channels;
+        }
+        self
+    }
+
     /// One velocity prediction, with the reference's signature.
     ///
     /// # Shapes

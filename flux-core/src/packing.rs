@@ -73,13 +73,55 @@ pub fn img_ids<B: Backend>(
     width: usize,
     device: &B::Device,
 ) -> Result<Tensor<B, 3>> {
+    img_ids_at(batch, height, width, 0.0, device)
+}
+
+/// [`img_ids`] with `index` as the first coordinate: `(index, row, col)`. Kontext's reference
+/// image tokens take index 1 (the noisy image's are 0), each on its own row/column grid.
+///
+/// # Shapes
+/// - returns `[batch, (height/16)(width/16), 3]`
+///
+/// # Errors
+/// [`Error::BadInput`] if a side is not a positive multiple of 16.
+pub fn img_ids_at<B: Backend>(
+    batch: usize,
+    height: usize,
+    width: usize,
+    index: f32,
+    device: &B::Device,
+) -> Result<Tensor<B, 3>> {
     check_image_size(width, height)?;
     let (rows, cols) = (height / 16, width / 16);
     let ids: Vec<f32> = (0..rows)
-        .flat_map(|r| (0..cols).flat_map(move |c| [0.0, r as f32, c as f32]))
+        .flat_map(|r| (0..cols).flat_map(move |c| [index, r as f32, c as f32]))
         .collect();
     let ids = f32_tensor::<B, 3>(ids, [1, rows * cols, 3], device);
     Ok(ids.repeat_dim(0, batch))
+}
+
+/// FLUX.1 Fill's mask as the transformer takes it (diffusers' `prepare_mask_latents`): each
+/// 8x8 pixel block folded into 64 channels (`(py, px)` row-major), then packed like latents,
+/// so every token carries its 16x16 pixels' mask values.
+///
+/// # Shapes
+/// - mask: `[b, 1, h, w]` pixels -> `[b, (h/16)(w/16), 256]`
+///
+/// # Errors
+/// [`Error::BadInput`] for more than one channel or sides that are not multiples of 16.
+pub fn pack_mask<B: Backend>(mask: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
+    let [b, c, h, w] = mask.dims();
+    if c != 1 {
+        return Err(Error::BadInput(format!(
+            "the mask has {c} channels, expected 1"
+        )));
+    }
+    check_image_size(w, h)?;
+    let blocks = mask
+        .reshape([b, h / 8, 8, w / 8, 8])
+        .permute([0, 2, 4, 1, 3])
+        .reshape([b, 64, h / 8, w / 8]);
+    pack(blocks)
 }
 
 /// Position ids of `n_txt` text tokens: all zeros, f32.

@@ -34,6 +34,8 @@ mod memory;
 mod pipeline;
 mod png;
 mod request;
+pub mod tools;
+mod variant;
 
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
@@ -44,3 +46,4 @@ pub use memory::{MemoryPlan, ModelSizes};
 pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, Resolved};
 pub use png::{ImageMetadata, read_png_text, save_png};
 pub use request::{GenerateRequest, Progress, Stage};
+pub use variant::Variant;

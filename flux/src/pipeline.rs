@@ -1,12 +1,13 @@
 //! [`Pipeline`]: text encoders, transformer, sampler and VAE, from a prompt to images.
 
+mod condition;
 mod denoise;
 mod lora;
 mod plan;
-
-pub use plan::Resolved;
 mod text;
 mod vae;
+
+pub use plan::Resolved;
 
 use std::borrow::Cow;
 use std::ops::ControlFlow;
@@ -23,7 +24,7 @@ use image::RgbImage;
 
 use crate::files::{ClipTokenizerFiles, ModelFiles};
 use crate::request::{GenerateRequest, Progress, Stage};
-use crate::{Error, ModelKind, Result};
+use crate::{Error, ModelKind, Result, Variant};
 
 /// CLIP's context length.
 const CLIP_MAX_LEN: usize = 77;
@@ -60,6 +61,7 @@ enum WeightsFrom {
 pub struct PipelineBuilder<B: Backend> {
     from: Option<WeightsFrom>,
     kind: Option<ModelKind>,
+    variant: Option<Variant>,
     device: B::Device,
     dtype: Option<DType>,
     memory: MemoryMode,
@@ -101,6 +103,15 @@ impl<B: Backend> PipelineBuilder<B> {
     /// means [dev]).
     pub fn kind(mut self, kind: ModelKind) -> Self {
         self.kind = Some(kind);
+        self
+    }
+
+    /// Forces the variant (default: detected — the transformer's input width tells Fill
+    /// (384) and the control models (128, also [dev] with a control LoRA) apart; Kontext has
+    /// [dev]'s shapes and is recognised by "kontext" in the transformer's path or the
+    /// folder's `model_index.json`: pass [`Variant::Kontext`] for a file named otherwise).
+    pub fn variant(mut self, variant: Variant) -> Self {
+        self.variant = Some(variant);
         self
     }
 
@@ -235,9 +246,39 @@ impl<B: Backend> PipelineBuilder<B> {
                 &self.device,
             )?)
         };
+        // A control LoRA widens [dev]'s input to take the control latents.
+        let in_channels = loras
+            .as_ref()
+            .and_then(lora::Loras::transformer_input)
+            .unwrap_or(0)
+            .max(config.in_channels);
+        let detected = Variant::detect(
+            in_channels,
+            config.out_channels,
+            &Variant::name_hint(&files.transformer),
+        );
+        let variant = match (self.variant, detected) {
+            (Some(v), _) if v.in_channels(config.out_channels) == in_channels => v,
+            (Some(v), _) => {
+                return Err(Error::BadRequest(format!(
+                    "the transformer takes {in_channels} input channels; a {v} model takes {}",
+                    v.in_channels(config.out_channels)
+                )));
+            }
+            (None, Some(v)) => v,
+            (None, None) => {
+                return Err(Error::BadRequest(format!(
+                    "the transformer takes {in_channels} input channels for {} output channels: \
+                     no FLUX.1 model has that shape",
+                    config.out_channels
+                )));
+            }
+        };
         let mut pipeline = Pipeline {
             files,
             kind,
+            variant,
+            transformer_in_channels: in_channels,
             device: self.device,
             dtype: self.dtype,
             memory: self.memory,
@@ -276,6 +317,9 @@ struct Models<B: Backend> {
 pub struct Pipeline<B: Backend> {
     files: ModelFiles,
     kind: ModelKind,
+    variant: Variant,
+    /// The transformer's input channels per token (after a control LoRA widens them).
+    transformer_in_channels: usize,
     device: B::Device,
     dtype: Option<DType>,
     memory: MemoryMode,
@@ -303,6 +347,7 @@ impl<B: Backend> Pipeline<B> {
         PipelineBuilder {
             from: None,
             kind: None,
+            variant: None,
             device: B::Device::default(),
             dtype: None,
             memory: MemoryMode::default(),
@@ -319,6 +364,11 @@ impl<B: Backend> Pipeline<B> {
     /// [dev] or [schnell].
     pub fn kind(&self) -> ModelKind {
         self.kind
+    }
+
+    /// What the model conditions on besides the prompt.
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
     /// The files in use.
@@ -346,11 +396,19 @@ impl<B: Backend> Pipeline<B> {
         on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
         let values = self.generate_float_with_progress(request, on_progress)?;
+        // The size that ran (Kontext fits the request's aspect ratio to its area).
+        let (width, height) = match self.variant {
+            Variant::Kontext => {
+                let plan = self.resolve(request)?;
+                (plan.width, plan.height)
+            }
+            _ => (request.width, request.height),
+        };
         Ok(flux_vae::rgb8_images(
             &values,
             request.batch_size(),
-            request.height,
-            request.width,
+            height,
+            width,
         ))
     }
 

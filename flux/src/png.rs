@@ -31,6 +31,12 @@ pub struct ImageMetadata {
     pub loras: Vec<(String, f32)>,
     /// The negative prompt and true CFG scale, when true CFG ran.
     pub negative_prompt: Option<(String, f32)>,
+    /// The FLUX.1 tool that ran (`kontext`, `fill`, `control`), if one did.
+    pub tool: Option<String>,
+    /// The tool's inputs as the caller names them, e.g. `("reference_image", "cat.png")`,
+    /// `("mask", "mask.png")`, `("control_image", "edges.png")`, `("outpaint", "0,0,256,0")`
+    /// (the CLI records its file arguments; the library knows no file names).
+    pub tool_inputs: Vec<(&'static str, String)>,
 }
 
 impl ImageMetadata {
@@ -54,6 +60,8 @@ impl ImageMetadata {
                 .first()
                 .cloned()
                 .zip(resolved.true_cfg),
+            tool: resolved.variant.tool_name().map(str::to_string),
+            tool_inputs: Vec::new(),
         }
     }
 
@@ -78,6 +86,10 @@ impl ImageMetadata {
             entries.push(("negative_prompt", negative.clone()));
             entries.push(("true_cfg", scale.to_string()));
         }
+        if let Some(tool) = &self.tool {
+            entries.push(("tool", tool.clone()));
+        }
+        entries.extend(self.tool_inputs.iter().cloned());
         if !self.loras.is_empty() {
             let loras: Vec<String> = self.loras.iter().map(|(n, s)| format!("{n}:{s}")).collect();
             entries.push(("loras", loras.join(", ")));

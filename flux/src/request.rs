@@ -45,6 +45,24 @@ pub struct GenerateRequest {
     /// prompt and moves along `neg + scale · (pos − neg)` (twice the transformer's work).
     /// `None`: off. [dev] is guidance-distilled, so without this a negative prompt does nothing.
     pub true_cfg: Option<f32>,
+    /// Kontext: the images to edit (one for every prompt, or one per prompt), VAE-encoded and
+    /// appended to the image tokens. All are resized to the size the first one gets
+    /// ([`GenerateRequest::auto_resize`]).
+    pub reference_images: Vec<DynamicImage>,
+    /// Kontext: the output area in pixels (default [`crate::tools::KONTEXT_MAX_AREA`],
+    /// 1024²). As in diffusers, the output keeps the requested aspect ratio at this area, so
+    /// `width × height` only sets the shape ([`crate::Resolved`] has the size that runs).
+    pub max_area: Option<usize>,
+    /// Kontext: resize the reference images to the trained resolution nearest their aspect
+    /// ratio (default on, as diffusers); off keeps their size (rounded down to multiples of 16).
+    pub auto_resize: bool,
+    /// Fill: the mask (white: repaint, black: keep; binarized at half intensity) for the
+    /// image in [`GenerateRequest::init_image`] (strength 1 repaints the masked area from
+    /// pure noise, diffusers' default).
+    pub mask: Option<DynamicImage>,
+    /// Control (FLUX.1 Canny / Depth [dev], or a control LoRA): the control image (an edge or
+    /// depth map), resized to the output size. One for every prompt, or one per prompt.
+    pub control_images: Vec<DynamicImage>,
 }
 
 impl GenerateRequest {
@@ -63,6 +81,11 @@ impl GenerateRequest {
             lora_scales: None,
             negative_prompts: Vec::new(),
             true_cfg: None,
+            reference_images: Vec::new(),
+            max_area: None,
+            auto_resize: true,
+            mask: None,
+            control_images: Vec::new(),
         }
     }
 
@@ -144,6 +167,57 @@ impl GenerateRequest {
         self
     }
 
+    /// Kontext: edit `image` (see [`GenerateRequest::reference_images`]).
+    pub fn with_reference_image(mut self, image: DynamicImage) -> Self {
+        self.reference_images = vec![image];
+        self
+    }
+
+    /// Kontext: one image to edit per prompt, in order.
+    pub fn with_reference_images(mut self, images: impl IntoIterator<Item = DynamicImage>) -> Self {
+        self.reference_images = images.into_iter().collect();
+        self
+    }
+
+    /// Kontext: the output area in pixels (see [`GenerateRequest::max_area`]).
+    pub fn with_max_area(mut self, pixels: usize) -> Self {
+        self.max_area = Some(pixels);
+        self
+    }
+
+    /// Kontext: whether reference images are resized to the nearest trained resolution.
+    pub fn with_auto_resize(mut self, auto_resize: bool) -> Self {
+        self.auto_resize = auto_resize;
+        self
+    }
+
+    /// Fill: repaint the white part of `mask` in `image` (strength 1: from pure noise).
+    /// For outpainting, make both with [`crate::tools::outpaint_canvas`].
+    pub fn with_fill(mut self, image: DynamicImage, mask: DynamicImage) -> Self {
+        self.init_image = Some((image, 1.0));
+        self.mask = Some(mask);
+        self
+    }
+
+    /// Fill: the mask for the init image set by [`GenerateRequest::with_init_image`] (whose
+    /// strength then applies, as diffusers' `strength`).
+    pub fn with_mask(mut self, mask: DynamicImage) -> Self {
+        self.mask = Some(mask);
+        self
+    }
+
+    /// Control: condition on `image` (an edge or depth map).
+    pub fn with_control_image(mut self, image: DynamicImage) -> Self {
+        self.control_images = vec![image];
+        self
+    }
+
+    /// Control: one control image per prompt, in order.
+    pub fn with_control_images(mut self, images: impl IntoIterator<Item = DynamicImage>) -> Self {
+        self.control_images = images.into_iter().collect();
+        self
+    }
+
     /// Total number of images.
     pub fn batch_size(&self) -> usize {
         self.prompts.len() * self.images_per_prompt
@@ -158,7 +232,8 @@ pub enum Stage {
     Loading,
     /// Running the text encoders.
     Encoding,
-    /// Encoding the img2img init image with the VAE.
+    /// Encoding the img2img init image (or a tool's reference, masked or control image) with
+    /// the VAE.
     EncodingImage,
     /// A sampler step.
     Denoising,

@@ -636,16 +636,18 @@ def run_img2img(pipe, name, folder, call, seed):
     write_run(name, tensors, meta)
 
 
-def write_run(name, tensors, meta):
+def write_run(name, tensors, meta, runs_dir=None):
+    """Writes <runs_dir>/<name>.safetensors + <name>.json (runs_dir defaults to RUNS_DIR)."""
+    runs_dir = RUNS_DIR if runs_dir is None else runs_dir
     tensors = {k: v.detach().clone().contiguous() for k, v in sorted(tensors.items())}
     for k, v in tensors.items():
         if v.is_floating_point():
             assert torch.isfinite(v).all(), k
     meta["tensors"] = {k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in tensors.items()}
-    save_file(tensors, RUNS_DIR / f"{name}.safetensors")
+    save_file(tensors, runs_dir / f"{name}.safetensors")
     text = json.dumps(meta, indent=2, ensure_ascii=False)
     text = re.sub(r"\[\s*(-?[\d.]+(?:,\s*-?[\d.]+)*)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m[1]) + "]", text)
-    (RUNS_DIR / f"{name}.json").write_text(text + "\n")
+    (runs_dir / f"{name}.json").write_text(text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ impl<B: Backend> ModuleMapper<B> for Mapper<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let in_layer =
             ["Struct:Linear", "Struct:Packed", "Struct:LoraAdapter"].contains(&self.at.container());
-        if !in_layer && !self.adapters.params.is_empty() {
+        let outside_params = !self.adapters.params.is_empty() || !self.adapters.sets.is_empty();
+        if !in_layer && outside_params {
             return self.param_diff(param);
         }
         match (self.at.container(), self.at.field()) {
@@ -162,22 +163,42 @@ impl<B: Backend> ModuleMapper<B> for Mapper<'_> {
 }
 
 impl Mapper<'_> {
+    /// The strengths merged differences are added at: the adapters' when applying; the
+    /// change from the strengths they were applied at when rescaling.
+    fn scales_to_add(&self) -> Vec<f32> {
+        let a = self.adapters;
+        match self.task {
+            Task::Rescale => a
+                .scales
+                .iter()
+                .zip(&a.base_scales)
+                .map(|(s, b)| s - b)
+                .collect(),
+            Task::Apply(_) => a.scales.clone(),
+        }
+    }
+
     /// A parameter outside the linear layers: its full differences added, if any.
     fn param_diff<B: Backend, const D: usize>(
         &mut self,
         param: Param<Tensor<B, D>>,
     ) -> Param<Tensor<B, D>> {
         let path = self.at.up(0);
-        let Some(diffs) = self.adapters.params.get(&path) else {
-            return param;
-        };
-        if let Task::Rescale = self.task {
+        let set = self.adapters.sets.get(&path);
+        let diffs = self.adapters.params.get(&path);
+        let rescale = matches!(self.task, Task::Rescale);
+        if (set.is_none() && diffs.is_none()) || (rescale && diffs.is_none()) {
             return param;
         }
-        self.applied.merged += 1;
-        let scales = &self.adapters.scales;
+        if !rescale {
+            self.applied.merged += usize::from(set.is_some()) + usize::from(diffs.is_some());
+        }
+        let scales = self.scales_to_add();
         on_host(param, |values| {
-            for (lora, diff) in diffs {
+            if let (Some(set), false) = (set, rescale) {
+                values.copy_from_slice(set);
+            }
+            for (lora, diff) in diffs.into_iter().flatten() {
                 for (v, d) in values.iter_mut().zip(diff) {
                     *v += scales[*lora] * d;
                 }
@@ -274,13 +295,9 @@ impl Mapper<'_> {
             return param;
         };
         current.bias_pending = false;
-        if matches!(self.task, Task::Rescale) {
-            return param;
-        }
         let update = current.update;
-        on_host(param, |values| {
-            update.add_to_bias(values, &self.adapters.scales)
-        })
+        let scales = self.scales_to_add();
+        on_host(param, |values| update.add_to_bias(values, &scales))
     }
 
     fn adapter_field<B: Backend, const D: usize>(

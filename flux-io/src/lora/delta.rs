@@ -97,6 +97,9 @@ pub(crate) enum Delta {
     /// A full difference of a parameter that is not a matrix (ComfyUI's `.diff` on an RMSNorm
     /// `scale`), added to it.
     ParamDiff { shape: Vec<usize>, values: Vec<f32> },
+    /// A parameter's new value (BFL control LoRAs' RMSNorm scales), replacing it whatever
+    /// the LoRA's strength, as diffusers loads them.
+    ParamSet { shape: Vec<usize>, values: Vec<f32> },
 }
 
 /// One side of a Kronecker product: a full matrix or a product `a @ b`.
@@ -146,7 +149,7 @@ impl Delta {
             }
             Delta::LoHa { w1, .. } => Some([w1.0.rows, w1.1.cols]),
             Delta::Full { weight, .. } => weight.as_ref().map(Matrix::shape),
-            Delta::ParamDiff { .. } => None,
+            Delta::ParamDiff { .. } | Delta::ParamSet { .. } => None,
         }
     }
 
@@ -200,7 +203,7 @@ impl Delta {
                     factor: *factor,
                 }
             }
-            Delta::Full { .. } | Delta::ParamDiff { .. } => return None,
+            Delta::Full { .. } | Delta::ParamDiff { .. } | Delta::ParamSet { .. } => return None,
         })
     }
 }

@@ -26,6 +26,10 @@ pub enum LoraFormat {
     LoKr,
     /// LyCORIS LoHa (`hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`).
     LoHa,
+    /// BFL's structure-control LoRAs (`flux1-canny-dev-lora`, `flux1-depth-dev-lora`): BFL
+    /// names, `lora_B` biases, RMSNorm scales replaced whole, and an `img_in` update that
+    /// widens the model's input to take the control latents.
+    Control,
 }
 
 impl fmt::Display for LoraFormat {
@@ -37,6 +41,7 @@ impl fmt::Display for LoraFormat {
             Self::XLabs => "XLabs",
             Self::LoKr => "LyCORIS LoKr",
             Self::LoHa => "LyCORIS LoHa",
+            Self::Control => "BFL control",
         })
     }
 }
@@ -75,6 +80,12 @@ enum Role {
     HadaW1B,
     HadaW2A,
     HadaW2B,
+    /// `lora_B.bias`: a bias on the up factor (PEFT's `lora_bias`; BFL's control LoRAs), added
+    /// to the layer's bias at the LoRA's scale.
+    UpBias,
+    /// A parameter's new value, replacing it (BFL's control LoRAs ship their RMSNorm scales
+    /// whole: `….norm.query_norm.scale`; diffusers' `….attn.norm_q.weight`).
+    Replace,
 }
 
 /// The kind of update a module's roles make.
@@ -84,6 +95,7 @@ enum Kind {
     LoKr,
     LoHa,
     Diff,
+    Replace,
 }
 
 impl Kind {
@@ -93,6 +105,7 @@ impl Kind {
             Kind::LoKr => "LoKr",
             Kind::LoHa => "LoHa",
             Kind::Diff => "full difference",
+            Kind::Replace => "replacement value",
         }
     }
 
@@ -108,7 +121,8 @@ impl Kind {
             | Role::LokrW2B => Kind::LoKr,
             Role::HadaW1A | Role::HadaW1B | Role::HadaW2A | Role::HadaW2B => Kind::LoHa,
             Role::Diff => Kind::Diff,
-            Role::Alpha | Role::DiffBias => return None,
+            Role::Replace => Kind::Replace,
+            Role::Alpha | Role::DiffBias | Role::UpBias => return None,
         })
     }
 
@@ -126,6 +140,7 @@ const SUFFIXES: &[(&str, Role)] = &[
     (".lora_B.default.weight", Role::Up),
     (".lora_A.weight", Role::Down),
     (".lora_B.weight", Role::Up),
+    (".lora_B.bias", Role::UpBias),
     (".lora_down.weight", Role::Down),
     (".lora_up.weight", Role::Up),
     (".down.weight", Role::Down),
@@ -215,6 +230,12 @@ impl LoraFile {
                         .or_default()
                         .insert(*role, key.to_string());
                 }
+                None if is_replacement(key) => {
+                    groups
+                        .entry(key.to_string())
+                        .or_default()
+                        .insert(Role::Replace, key.to_string());
+                }
                 None => unknown.push(key.to_string()),
             }
         }
@@ -238,7 +259,24 @@ impl LoraFile {
         for (stem, roles) in groups {
             reader.check_kinds(&stem, &roles)?;
             let delta = reader.delta(&stem, &roles, &peft)?;
-            let bias_too = !matches!(delta, Delta::Full { .. } | Delta::ParamDiff { .. });
+            if let Some(key) = roles.get(&Role::UpBias) {
+                // PEFT scales the up factor's bias with the whole product: `factor · b`.
+                let Delta::LowRank { factor, .. } = &delta else {
+                    return Err(err(format!("`{key}` belongs to no lora_A / lora_B pair")));
+                };
+                let bias = reader.values(key)?.1.iter().map(|b| b * factor).collect();
+                modules.push(LoraModule {
+                    stem: stem.clone(),
+                    delta: Delta::Full {
+                        weight: None,
+                        bias: Some(bias),
+                    },
+                });
+            }
+            let bias_too = !matches!(
+                delta,
+                Delta::Full { .. } | Delta::ParamDiff { .. } | Delta::ParamSet { .. }
+            );
             if let (true, Some(key)) = (bias_too, roles.get(&Role::DiffBias)) {
                 // A bias difference beside a low-rank weight update (ComfyUI patches the
                 // weight and the bias separately).
@@ -261,11 +299,26 @@ impl LoraFile {
     }
 }
 
+/// Whether a key outside the LoRA suffixes is a whole parameter that replaces the model's:
+/// an RMSNorm scale as BFL's control LoRAs store it (`….query_norm.scale`, `….key_norm.scale`)
+/// or as diffusers converts it (`….attn.norm_q.weight`, `norm_k`, `norm_added_q`,
+/// `norm_added_k`: the keys diffusers loads into the transformer beside a control LoRA).
+fn is_replacement(key: &str) -> bool {
+    if let Some(stem) = key.strip_suffix(".scale") {
+        return stem.ends_with("query_norm") || stem.ends_with("key_norm");
+    }
+    key.strip_suffix(".weight")
+        .and_then(|stem| stem.rsplit('.').next())
+        .is_some_and(|last| ["norm_q", "norm_k", "norm_added_q", "norm_added_k"].contains(&last))
+}
+
 /// The format, from the module names and factor kinds.
 fn detect(groups: &BTreeMap<String, BTreeMap<Role, String>>) -> LoraFormat {
     let has_role = |r: Role| groups.values().any(|g| g.contains_key(&r));
     let mut stems = groups.keys().map(String::as_str);
-    if has_role(Role::LokrW1) || has_role(Role::LokrW1A) {
+    if has_role(Role::Replace) {
+        LoraFormat::Control
+    } else if has_role(Role::LokrW1) || has_role(Role::LokrW1A) {
         LoraFormat::LoKr
     } else if has_role(Role::HadaW1A) {
         LoraFormat::LoHa
@@ -478,6 +531,10 @@ impl Reader<'_> {
             }
             let factor = alpha.map_or(1.0, |a| a / w1.1.rows as f32);
             return Ok(Delta::LoHa { w1, w2, factor });
+        }
+        if let Some(k) = key(Role::Replace) {
+            let (shape, values) = self.values(k)?;
+            return Ok(Delta::ParamSet { shape, values });
         }
         let weight = match key(Role::Diff) {
             Some(k) => {

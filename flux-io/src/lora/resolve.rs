@@ -100,13 +100,25 @@ pub struct Adapters {
     pub(crate) layers: BTreeMap<String, LayerUpdate>,
     /// Full differences of parameters outside linear layers: path -> (LoRA, values).
     pub(crate) params: BTreeMap<String, Vec<(usize, Vec<f32>)>>,
+    /// Parameters replaced whole (control LoRAs' norm scales): path -> values.
+    pub(crate) sets: BTreeMap<String, Vec<f32>>,
     pub(crate) scales: Vec<f32>,
+    /// The strengths the updates were applied at (what [`Adapters::with_scales`] rescales
+    /// from: merged bias and norm differences move by the change).
+    pub(crate) base_scales: Vec<f32>,
 }
 
 impl Adapters {
     /// Number of layers (and other parameters, such as norm scales) updated.
     pub fn len(&self) -> usize {
-        self.layers.len() + self.params.len()
+        self.layers.len() + self.params.len() + self.sets.len()
+    }
+
+    /// The input width the updates give the linear layer at `path`, if any update it: the
+    /// layer's own, or wider where an update widens it ([`Target::widen`]: BFL's control
+    /// LoRAs take `img_in` from 64 to 128 inputs).
+    pub fn layer_input(&self, path: &str) -> Option<usize> {
+        self.layers.get(path).map(|l| l.input)
     }
 
     /// Whether nothing is updated.
@@ -134,9 +146,26 @@ impl Adapters {
                 ),
             });
         }
+        for (path, layer) in &self.layers {
+            for diff in layer.diffs.iter().filter(|d| d.weight.is_some()) {
+                if scales[diff.lora] != self.base_scales[diff.lora] {
+                    return Err(Error::Lora {
+                        file: String::new(),
+                        reason: format!(
+                            "LoRA {} holds a full-weight difference for `{path}`, merged at \
+                             load: its strength cannot change per request (load it at the \
+                             strength wanted)",
+                            diff.lora + 1
+                        ),
+                    });
+                }
+            }
+        }
         Ok(Self {
             layers: self.layers.clone(),
             params: self.params.clone(),
+            sets: self.sets.clone(),
+            base_scales: self.base_scales.clone(),
             scales: scales.to_vec(),
         })
     }
@@ -235,28 +264,46 @@ pub fn resolve(
                 .or_insert_with(|| Adapters {
                     layers: BTreeMap::new(),
                     params: BTreeMap::new(),
+                    sets: BTreeMap::new(),
                     scales: scales.clone(),
+                    base_scales: scales.clone(),
                 });
             let fail = |reason: String| Error::Lora {
                 file: file.name().into(),
                 reason,
             };
-            if let Delta::ParamDiff { shape, values } = &module.delta {
+            if let Delta::ParamDiff { shape, values } | Delta::ParamSet { shape, values } =
+                &module.delta
+            {
+                let set = matches!(module.delta, Delta::ParamSet { .. });
                 let Some((path, expected)) = targets.get_param(name, flat) else {
                     report.unmatched.push(module.stem.clone());
                     continue;
                 };
                 if shape != expected {
+                    let what = if set {
+                        format!("`{}`", module.stem)
+                    } else {
+                        format!("`{}.diff`", module.stem)
+                    };
                     return Err(fail(format!(
-                        "`{}.diff` has shape {shape:?} but `{path}` is {expected:?}",
-                        module.stem
+                        "{what} has shape {shape:?} but `{path}` is {expected:?}"
                     )));
                 }
-                adapters
-                    .params
-                    .entry(path.to_string())
-                    .or_default()
-                    .push((index, values.clone()));
+                if set {
+                    if adapters.sets.contains_key(path) {
+                        return Err(fail(format!(
+                            "`{path}` is replaced by two control LoRAs: load one of them"
+                        )));
+                    }
+                    adapters.sets.insert(path.to_string(), values.clone());
+                } else {
+                    adapters
+                        .params
+                        .entry(path.to_string())
+                        .or_default()
+                        .push((index, values.clone()));
+                }
                 touched
                     .entry(component)
                     .or_default()
@@ -342,7 +389,7 @@ fn add(
             target.path, target.rows, target.output, target.input
         )
     };
-    if let Delta::ParamDiff { shape, .. } = delta {
+    if let Delta::ParamDiff { shape, .. } | Delta::ParamSet { shape, .. } = delta {
         return Err(format!(
             "`{stem}.diff` has shape {shape:?} but `{}` is a [{}, {}] linear weight",
             target.path, target.output, target.input
@@ -373,9 +420,13 @@ fn add(
         return Ok(());
     }
     let shape = delta.shape().expect("low-rank deltas have a shape");
-    if shape != expected {
+    let widens = target.widen && shape[0] == rows && shape[1] > target.input;
+    if shape != expected && !widens {
         return Err(mismatch(shape));
     }
+    // A wider input: the layer takes the new inputs with zero weights, and every other
+    // update's factors are zero-padded to it (as diffusers expands a control LoRA's layer).
+    layer.input = layer.input.max(shape[1]);
     if target.swap_halves && !rows.is_multiple_of(2) {
         return Err(format!("`{stem}`: {rows} rows cannot be split into halves"));
     }
@@ -413,9 +464,10 @@ impl LayerUpdate {
         let mut at = 0;
         for part in &self.parts {
             let r = part.down.rows;
+            let cols = part.down.cols;
             for k in 0..r {
-                for j in 0..self.input {
-                    down[j * rank + at + k] = part.down.values[k * self.input + j];
+                for j in 0..cols {
+                    down[j * rank + at + k] = part.down.values[k * cols + j];
                 }
                 for i in 0..part.up.rows {
                     let row = landing_row(i, &part.rows, part.swap_halves);
@@ -448,8 +500,8 @@ impl LayerUpdate {
             let s = scales[diff.lora];
             for i in 0..w.rows {
                 let row = landing_row(i, &diff.rows, diff.swap_halves);
-                for j in 0..input {
-                    weight[j * output + row] += s * w.values[i * input + j];
+                for j in 0..w.cols {
+                    weight[j * output + row] += s * w.values[i * w.cols + j];
                 }
             }
         }

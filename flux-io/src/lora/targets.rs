@@ -26,6 +26,9 @@ pub struct Target {
     /// The name's rows are stored with their two halves swapped against the layer's (diffusers'
     /// `norm_out.linear`: (scale, shift) where BFL has (shift, scale)).
     pub swap_halves: bool,
+    /// An update may widen the layer's input (new inputs start at zero weight): BFL's control
+    /// LoRAs give `img_in` 128 inputs (latents and control latents) where [dev] has 64.
+    pub widen: bool,
 }
 
 impl Target {
@@ -37,6 +40,7 @@ impl Target {
             output,
             rows: 0..output,
             swap_halves: false,
+            widen: false,
         }
     }
 }

@@ -118,6 +118,36 @@ impl<B: Backend> Linear<B> {
         self.weight.val().dtype()
     }
 
+    /// The layer taking `d_input` inputs instead of its own (fewer is a no-op): the new inputs
+    /// get zero weights, so the outputs are unchanged for inputs that are zero there. A
+    /// quantized weight is dequantized first (to the layer's dtype). This is how a control
+    /// LoRA's `img_in` update lands on [dev], whose `img_in` takes 64 inputs, as diffusers
+    /// expands the layer.
+    ///
+    /// # Panics
+    /// If the layer holds run-time LoRA updates (widen before attaching them).
+    #[must_use]
+    pub fn widen_input(self, d_input: usize) -> Self {
+        assert!(
+            !self.lora.is_present(),
+            "widen a layer before attaching run-time LoRA updates"
+        );
+        let weight = self.weight();
+        let [d_in, d_out] = weight.dims();
+        if d_input <= d_in {
+            return self;
+        }
+        let device = weight.device();
+        let zeros = Tensor::<B, 2>::zeros([d_input - d_in, d_out], (&device, weight.dtype()));
+        let weight = Tensor::cat(vec![weight, zeros], 0);
+        Self {
+            weight: Param::initialized(self.weight.id, weight),
+            bias: self.bias,
+            packed: Packed::absent(&device),
+            lora: self.lora,
+        }
+    }
+
     /// The layer with its weight and bias cast to `dtype` (e.g. T5 keeps its output
     /// projections in f32 inside a half-precision model). A packed weight stays packed and is
     /// dequantized to `dtype` from then on.

@@ -9,9 +9,10 @@ use flux_core::Flux;
 use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
 
 use super::Pipeline;
+use super::condition::Condition;
 use super::text::Encoded;
 use super::{MemoryMode, Resolved};
-use crate::{GenerateRequest, Result, Stage};
+use crate::{GenerateRequest, Result, Stage, Variant};
 
 /// The progress reporter `generate_with_progress` threads through the stages.
 pub(super) type Report<'a> = dyn FnMut(Stage, usize, usize) -> Result<()> + 'a;
@@ -48,41 +49,58 @@ impl<B: Backend> Pipeline<B> {
         }
     }
 
-    /// The latents the loop starts from, unpacked `[b, 16, h/8, w/8]`, drawn in diffusers' order
-    /// from one torch-compatible generator seeded with `r.seed`: for img2img the VAE posterior
-    /// sample's noise first, then the initial noise (unless the caller supplied it), mixed as
-    /// `sigma·noise + (1 − sigma)·image_latents` at the first remaining step (diffusers'
-    /// `scale_noise`).
-    fn starting_latents(
+    /// The latents the loop starts from, unpacked `[b, 16, h/8, w/8]`, and the tool's
+    /// conditioning, drawn in diffusers' order from one torch-compatible generator seeded
+    /// with `r.seed`: a control image's posterior noise first (Control); then, for img2img and
+    /// Fill, the init image's posterior noise; then the initial noise (unless the caller
+    /// supplied it), mixed as `sigma·noise + (1 − sigma)·image_latents` at the first remaining
+    /// step (diffusers' `scale_noise`); then the masked image's posterior noise (Fill).
+    /// Kontext encodes its references to the posterior mode: no draw. Fill with the caller's
+    /// latents starts from them as given (diffusers skips the init image then).
+    fn start(
         &self,
         r: &GenerateRequest,
         plan: &Resolved,
         schedule: &Schedule,
         report: &mut Report<'_>,
-    ) -> Result<Tensor<B, 4>> {
+    ) -> Result<(Tensor<B, 4>, Condition<B>)> {
         let device = &self.device;
-        let shape = flux_sampler::diffusers_latent_shape(plan.batch, r.height, r.width);
+        let shape = flux_sampler::diffusers_latent_shape(plan.batch, plan.height, plan.width);
         let mut generator = TorchGenerator::new(r.seed);
+        let encodes = self.variant != Variant::TextToImage || r.init_image.is_some();
+        if encodes {
+            report(Stage::EncodingImage, 0, 1)?;
+        }
+        let mut condition = match self.variant {
+            Variant::Control => self.control_condition(r, plan, &mut generator)?,
+            Variant::Kontext => self.kontext_condition(r, plan)?,
+            Variant::TextToImage | Variant::Fill => Condition::None,
+        };
+        let fill_latents = self.variant == Variant::Fill && r.latents.is_some();
         let image_latents = match &r.init_image {
-            Some((image, _)) => {
-                report(Stage::EncodingImage, 0, 1)?;
-                let latents = self.encode_init_image(image, r, plan.batch, &mut generator)?;
-                report(Stage::EncodingImage, 1, 1)?;
-                Some(latents)
+            Some((image, _)) if !fill_latents => {
+                Some(self.encode_init_image(image, plan, &mut generator)?)
             }
-            None => None,
+            _ => None,
         };
         let noise: Tensor<B, 4> = match &r.latents {
             Some(values) => Tensor::from_data(TensorData::new(values.clone(), shape), device),
             None => generator.randn_tensor(shape, NoiseDtype::F32, device)?,
         };
-        Ok(match image_latents {
+        let latents = match image_latents {
             Some(image_latents) => {
                 let sigma = schedule.sigmas()[0];
                 noise * sigma + image_latents * (1.0 - sigma)
             }
             None => noise,
-        })
+        };
+        if self.variant == Variant::Fill {
+            condition = self.fill_condition(r, plan, &mut generator)?;
+        }
+        if encodes {
+            report(Stage::EncodingImage, 1, 1)?;
+        }
+        Ok((latents, condition))
     }
 
     /// Starting latents, then the Euler loop; returns unpacked latents `[b, 16, h/8, w/8]`.
@@ -99,9 +117,12 @@ impl<B: Backend> Pipeline<B> {
         report: &mut Report<'_>,
     ) -> Result<Tensor<B, 4>> {
         let device = &self.device;
-        let [b, _, lh, lw] = flux_sampler::diffusers_latent_shape(plan.batch, r.height, r.width);
-        let schedule = self.schedule(r, plan, (lh / 2) * (lw / 2))?;
-        let x = flux_core::pack(self.starting_latents(r, plan, &schedule, report)?)?;
+        let [b, _, lh, lw] =
+            flux_sampler::diffusers_latent_shape(plan.batch, plan.height, plan.width);
+        let n_img = (lh / 2) * (lw / 2);
+        let schedule = self.schedule(r, plan, n_img)?;
+        let (x, condition) = self.start(r, plan, &schedule, report)?;
+        let x = flux_core::pack(x)?;
         let [_, n_txt, _] = txt.dims();
 
         let loads = self.memory == MemoryMode::Sequential;
@@ -123,6 +144,11 @@ impl<B: Backend> Pipeline<B> {
             None => (txt, pooled, None),
         };
         let rows = if cfg.is_some() { 2 * b } else { b };
+        let condition = if cfg.is_some() {
+            condition.doubled()
+        } else {
+            condition
+        };
         // At most `chunk` rows per transformer call (`PipelineBuilder::max_batch`; by default
         // one on the CPU backends, where batched calls measured slower per image, and all on
         // GPUs). Every row shares the same ids, so one rotary table serves every full chunk.
@@ -133,7 +159,8 @@ impl<B: Backend> Pipeline<B> {
         };
         let chunk = self.max_batch.unwrap_or(default).clamp(1, rows);
         let rope = |n: usize| -> Result<flux_core::RopeTable<B>> {
-            let img_ids = flux_core::img_ids::<B>(n, r.height, r.width, device)?;
+            let img_ids = flux_core::img_ids::<B>(n, plan.height, plan.width, device)?;
+            let img_ids = condition.ids(img_ids);
             Ok(transformer.rope(flux_core::txt_ids::<B>(n, n_txt, device), img_ids)?)
         };
         let pe = rope(chunk)?;
@@ -154,13 +181,15 @@ impl<B: Backend> Pipeline<B> {
                     _ => &pe,
                 };
                 let v = transformer.try_forward_with_rope(
-                    input.clone().narrow(0, start, n),
+                    condition.input(input.clone().narrow(0, start, n), start, n),
                     txt.clone().narrow(0, start, n),
                     pe,
                     Tensor::<B, 1>::full([n], step.t, device),
                     pooled.clone().narrow(0, start, n),
                     plan.guidance.map(|g| Tensor::<B, 1>::full([n], g, device)),
                 )?;
+                // Kontext's reference tokens have no velocity of their own.
+                let v = v.narrow(1, 0, n_img);
                 // A half-precision model's velocity; the latents stay in f32 between steps.
                 parts.push(v.cast(x.dtype()));
             }

@@ -44,6 +44,11 @@ impl Loras {
         Ok(Self { resolved, mode })
     }
 
+    /// The transformer's input width after the LoRAs, where one widens it (a control LoRA).
+    pub(super) fn transformer_input(&self) -> Option<usize> {
+        self.adapters(Component::Transformer)?.layer_input("img_in")
+    }
+
     fn adapters(&self, component: Component) -> Option<&Adapters> {
         self.resolved.adapters.get(&component)
     }

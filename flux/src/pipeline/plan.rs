@@ -3,7 +3,8 @@
 use burn::tensor::backend::Backend;
 
 use super::Pipeline;
-use crate::{Error, GenerateRequest, ModelKind, Result};
+use crate::tools::{KONTEXT_MAX_AREA, kontext_output_size, kontext_reference_size};
+use crate::{Error, GenerateRequest, ModelKind, Result, Variant};
 
 /// A request with the model's defaults filled in and checked: exactly what
 /// [`Pipeline::generate`] runs, and what a caller should print or record with the images
@@ -13,13 +14,17 @@ use crate::{Error, GenerateRequest, ModelKind, Result};
 pub struct Resolved {
     /// The model the pipeline runs.
     pub model: ModelKind,
+    /// What it conditions on besides the prompt (Kontext, Fill, Control).
+    pub variant: Variant,
+    /// Kontext: the size the reference images are resized to and encoded at.
+    pub reference_size: Option<(usize, usize)>,
     /// Sampler steps of the full schedule (img2img runs the last ones).
     pub steps: usize,
     /// Guidance scale; `None` for [schnell], which has no guidance input.
     pub guidance: Option<f32>,
     /// Seed of the initial noise.
     pub seed: u64,
-    /// Image width in pixels.
+    /// Image width in pixels (for Kontext, the requested aspect ratio at its `max_area`).
     pub width: usize,
     /// Image height in pixels.
     pub height: usize,
@@ -56,13 +61,21 @@ impl<B: Backend> Pipeline<B> {
         if r.images_per_prompt == 0 {
             return bad("images_per_prompt must be at least 1".into());
         }
-        flux_core::check_image_size(r.width, r.height)?;
-        let steps = r.steps.unwrap_or(self.kind.default_steps());
+        self.check_tool_inputs(r)?;
+        let (width, height, reference_size) = self.output_size(r)?;
+        flux_core::check_image_size(width, height)?;
+        let steps = r
+            .steps
+            .or(self.variant.default_steps())
+            .unwrap_or(self.kind.default_steps());
         if steps == 0 {
             return bad("steps must be at least 1".into());
         }
         let guidance = match self.kind {
-            ModelKind::Dev => r.guidance.or(self.kind.default_guidance()),
+            ModelKind::Dev => r
+                .guidance
+                .or(self.variant.default_guidance())
+                .or(self.kind.default_guidance()),
             ModelKind::Schnell => None,
         };
         if guidance.is_some_and(|g| !g.is_finite()) {
@@ -70,13 +83,13 @@ impl<B: Backend> Pipeline<B> {
         }
         let batch = r.batch_size();
         if let Some(latents) = &r.latents {
-            let expected = batch * 16 * (r.height / 8) * (r.width / 8);
+            let expected = batch * 16 * (height / 8) * (width / 8);
             if latents.len() != expected {
                 return bad(format!(
                     "initial latents hold {} values; [{batch}, 16, {}, {}] needs {expected}",
                     latents.len(),
-                    r.height / 8,
-                    r.width / 8
+                    height / 8,
+                    width / 8
                 ));
             }
             if latents.iter().any(|v| !v.is_finite()) {
@@ -100,17 +113,118 @@ impl<B: Backend> Pipeline<B> {
         let (true_cfg, negative_prompts, warnings) = true_cfg(r)?;
         Ok(Resolved {
             model: self.kind,
+            variant: self.variant,
+            reference_size,
             steps,
             guidance,
             seed: r.seed,
-            width: r.width,
-            height: r.height,
+            width,
+            height,
             batch,
             loras,
             true_cfg,
             negative_prompts,
             warnings,
         })
+    }
+}
+
+/// A `(width, height)` in pixels.
+type Size = (usize, usize);
+
+impl<B: Backend> Pipeline<B> {
+    /// The size that runs, and Kontext's reference size.
+    fn output_size(&self, r: &GenerateRequest) -> Result<(usize, usize, Option<Size>)> {
+        if self.variant != Variant::Kontext {
+            return Ok((r.width, r.height, None));
+        }
+        let max_area = r.max_area.unwrap_or(KONTEXT_MAX_AREA);
+        let (width, height) =
+            kontext_output_size(r.width, r.height, max_area).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{}x{} at max_area {max_area} leaves no pixels: raise max_area",
+                    r.width, r.height
+                ))
+            })?;
+        let reference = match r.reference_images.first() {
+            Some(image) => {
+                let (w, h) = (image.width() as usize, image.height() as usize);
+                Some(kontext_reference_size(w, h, r.auto_resize).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "the reference image is {w}x{h}: too small to encode (at least 16x16)"
+                    ))
+                })?)
+            }
+            None => None,
+        };
+        Ok((width, height, reference))
+    }
+
+    /// The inputs each variant takes, and nothing else: a clear error for an input the model
+    /// cannot use (it would be silently ignored) or a missing one it needs.
+    fn check_tool_inputs(&self, r: &GenerateRequest) -> Result<()> {
+        let bad = |m: String| Err(Error::BadRequest(m));
+        let v = self.variant;
+        let given = [
+            (
+                !r.reference_images.is_empty(),
+                "a reference image to edit",
+                Variant::Kontext,
+            ),
+            (r.mask.is_some(), "a mask", Variant::Fill),
+            (
+                !r.control_images.is_empty(),
+                "a control image",
+                Variant::Control,
+            ),
+        ];
+        for (present, what, needs) in given {
+            if present && v != needs {
+                return bad(format!(
+                    "{what} needs a FLUX.1 {} model; this one is {v} ({})",
+                    match needs {
+                        Variant::Kontext => "Kontext [dev]",
+                        Variant::Fill => "Fill [dev] (384 input channels)",
+                        _ => "Canny/Depth [dev] or a control LoRA (128 input channels)",
+                    },
+                    self.transformer_in_channels
+                ));
+            }
+        }
+        let per_prompt = |n: usize, what: &str| {
+            if n > 1 && n != r.prompts.len() {
+                bad(format!(
+                    "{n} {what} for {} prompts: give one, or one per prompt",
+                    r.prompts.len()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        per_prompt(r.reference_images.len(), "reference images")?;
+        per_prompt(r.control_images.len(), "control images")?;
+        let empty = |image: &image::DynamicImage| image.width() == 0 || image.height() == 0;
+        if r.reference_images
+            .iter()
+            .chain(&r.control_images)
+            .chain(&r.mask)
+            .any(empty)
+        {
+            return bad("an input image is empty".into());
+        }
+        match v {
+            Variant::Fill if r.init_image.is_none() || r.mask.is_none() => bad(
+                "a Fill model repaints part of an image: give the image and its mask (white: repaint)"
+                    .into(),
+            ),
+            Variant::Control if r.control_images.is_empty() => bad(
+                "a control model needs a control image (an edge or depth map)".into(),
+            ),
+            Variant::Kontext | Variant::Control if r.init_image.is_some() => bad(format!(
+                "a {v} model does not start from an init image (img2img)"
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use flux_vae::AutoEncoder;
 use image::DynamicImage;
 use image::imageops::{self, FilterType};
 
-use super::Pipeline;
-use crate::{Error, GenerateRequest, Result};
+use super::{Pipeline, Resolved};
+use crate::{Error, Result};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn load_vae(&self) -> Result<AutoEncoder<B>> {
@@ -23,40 +23,58 @@ impl<B: Backend> Pipeline<B> {
         )?)
     }
 
-    /// diffusers' `FluxImg2ImgPipeline` image path: the image resized to the request's size
-    /// (Lanczos, like diffusers' default `resample="lanczos"`; PIL's and the `image` crate's
-    /// filters differ in the last bits, so pass an image of the requested size for bit-level
-    /// parity), mapped to `[-1, 1]`, encoded to a *sample* of the VAE posterior whose noise is
-    /// the generator's next `[1, 16, h/8, w/8]` draw, scaled and shifted, then repeated over the
-    /// batch.
+    /// An image as diffusers' image processor hands it to the VAE: resized to `width ×
+    /// height` when its size differs (Lanczos, like diffusers' default `resample="lanczos"`;
+    /// PIL's and the `image` crate's filters differ in the last bits, so pass an image of the
+    /// requested size for bit-level parity), mapped to `[-1, 1]`.
+    ///
+    /// # Shapes
+    /// Returns `[1, 3, height, width]`.
+    pub(super) fn pixels(&self, image: &DynamicImage, width: usize, height: usize) -> Tensor<B, 4> {
+        let (w, h) = (width as u32, height as u32);
+        let mut rgb = image.to_rgb8();
+        if rgb.dimensions() != (w, h) {
+            rgb = imageops::resize(&rgb, w, h, FilterType::Lanczos3);
+        }
+        flux_vae::image_to_tensor::<B>(&rgb, &self.device)
+    }
+
+    /// Images `[n, 3, h, w]` encoded to *samples* of the VAE posterior whose noise is the
+    /// generator's next `[n, 16, h/8, w/8]` draw, scaled and shifted (diffusers'
+    /// `retrieve_latents(vae.encode(x), generator)`).
+    pub(super) fn encode_sampled(
+        &self,
+        pixels: Tensor<B, 4>,
+        generator: &mut TorchGenerator,
+    ) -> Result<Tensor<B, 4>> {
+        let [n, _, h, w] = pixels.dims();
+        let vae = self.model(|m| &m.vae, Self::load_vae)?;
+        let z = vae.config().z_channels;
+        let eps = generator.randn_tensor([n, z, h / 8, w / 8], NoiseDtype::F32, &self.device)?;
+        Ok(vae.encode_sample(pixels, eps)?)
+    }
+
+    /// Images `[n, 3, h, w]` encoded to the posterior's mode, scaled and shifted (diffusers'
+    /// `sample_mode="argmax"`; no draw).
+    pub(super) fn encode_mode(&self, pixels: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
+        Ok(self.model(|m| &m.vae, Self::load_vae)?.encode(pixels)?)
+    }
+
+    /// diffusers' `FluxImg2ImgPipeline` (and `FluxFillPipeline`) image path: the image at the
+    /// output size ([`Self::pixels`]), encoded to a posterior sample with the generator's next
+    /// `[1, 16, h/8, w/8]` draw, then repeated over the batch.
     ///
     /// # Shapes
     /// Returns `[batch, 16, h/8, w/8]`.
     pub(super) fn encode_init_image(
         &self,
         image: &DynamicImage,
-        r: &GenerateRequest,
-        batch: usize,
+        plan: &Resolved,
         generator: &mut TorchGenerator,
     ) -> Result<Tensor<B, 4>> {
-        let (w, h) = (r.width as u32, r.height as u32);
-        let mut rgb = image.to_rgb8();
-        if rgb.dimensions() != (w, h) {
-            rgb = imageops::resize(&rgb, w, h, FilterType::Lanczos3);
-        }
-        let pixels = flux_vae::image_to_tensor::<B>(&rgb, &self.device);
-        let encode = |vae: &AutoEncoder<B>, generator: &mut TorchGenerator| -> Result<_> {
-            let z = vae.config().z_channels;
-            let eps = generator.randn_tensor(
-                [1, z, r.height / 8, r.width / 8],
-                NoiseDtype::F32,
-                &self.device,
-            )?;
-            Ok(vae.encode_sample(pixels, eps)?)
-        };
-        let vae = self.model(|m| &m.vae, Self::load_vae)?;
-        let latents = encode(&vae, generator)?;
-        Ok(latents.repeat_dim(0, batch))
+        let pixels = self.pixels(image, plan.width, plan.height);
+        let latents = self.encode_sampled(pixels, generator)?;
+        Ok(latents.repeat_dim(0, plan.batch))
     }
 
     /// VAE decode and diffusers' post-processing to `output_type="np"`: `(x / 2 + 0.5)

@@ -22,6 +22,8 @@ fn png_keeps_pixels_and_metadata() {
             ("turbo:v2.safetensors".into(), 1.0),
         ],
         negative_prompt: Some(("blurry".into(), 4.0)),
+        tool: Some("fill".into()),
+        tool_inputs: vec![("mask", "mask.png".into())],
     };
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -40,6 +42,8 @@ fn png_keeps_pixels_and_metadata() {
     assert_eq!(get("size"), Some("48x32"));
     assert_eq!(get("quantization"), Some("q4_0"));
     assert_eq!(get("negative_prompt"), Some("blurry"));
+    assert_eq!(get("tool"), Some("fill"));
+    assert_eq!(get("mask"), Some("mask.png"));
     assert_eq!(get("true_cfg"), Some("4"));
     assert_eq!(
         get("loras"),
@@ -61,6 +65,8 @@ fn png_to_unwritable_path_is_an_error() {
         quantization: None,
         loras: Vec::new(),
         negative_prompt: None,
+        tool: None,
+        tool_inputs: Vec::new(),
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
     assert!(

@@ -8,5 +8,6 @@ mod img2img;
 mod io;
 mod lora;
 mod pipeline;
+mod tools;
 mod true_cfg;
 mod wgpu;
