@@ -18,7 +18,7 @@ use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use flux::{
     GenerateRequest, ImageMetadata, LoraMode, MemoryMode, MemoryPlan, ModelFiles, ModelSizes,
-    Pipeline, Progress, QuantType, Quantization, Stage, Variant, save_png,
+    Pipeline, Progress, QuantType, Quantization, ReduxFiles, Stage, Variant, save_png,
 };
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,6 +132,21 @@ struct Args {
     /// makes a Canny edge map of a photo (needs the `canny` cargo feature).
     #[arg(long, value_enum, default_value_t = ControlArg::Image, requires = "control_image")]
     control: ControlArg,
+    /// Redux: a FLUX.1-Redux-dev folder (`image_encoder/`, `image_embedder/`,
+    /// `feature_extractor/`).
+    #[arg(long, conflicts_with = "redux_siglip")]
+    redux: Option<PathBuf>,
+    /// Redux from single files: the SigLIP vision tower (e.g. ComfyUI's
+    /// `sigclip_vision_patch14_384.safetensors`) ...
+    #[arg(long, requires = "redux_embedder")]
+    redux_siglip: Option<PathBuf>,
+    /// ... and the Redux embedder (`flux1-redux-dev.safetensors`).
+    #[arg(long, requires = "redux_siglip")]
+    redux_embedder: Option<PathBuf>,
+    /// Redux: an image prompt, `FILE` or `FILE:STRENGTH` (repeatable; several are blended as
+    /// diffusers blends them). With `--prompt ""` it makes variations of the image.
+    #[arg(long = "redux-image", value_parser = parse_weighted_file)]
+    redux_images: Vec<(PathBuf, f32)>,
     /// The model variant, when the file does not say: Kontext has [dev]'s shapes and is
     /// recognised by "kontext" in its path (Fill and Control by their input width).
     #[arg(long, value_enum, default_value_t = VariantArg::Auto)]
@@ -151,7 +166,7 @@ struct Args {
     /// Apply a LoRA: `FILE` or `FILE:STRENGTH` (default strength 1). Repeat for several.
     /// diffusers/PEFT, kohya, BFL/ComfyUI, XLabs, LoKr and LoHa files are recognised from
     /// their keys; one whose names match no layer is an error (see --lora-lenient).
-    #[arg(long = "lora", value_parser = parse_lora)]
+    #[arg(long = "lora", value_parser = parse_weighted_file)]
     loras: Vec<(PathBuf, f32)>,
     /// `merged`: LoRAs added to the weights at load (no cost per step); `runtime`: kept
     /// beside them (quantized layers always take LoRAs at run time).
@@ -275,6 +290,22 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         .lora_lenient(args.lora_lenient);
     let pipeline = match args.batch_size {
         Some(rows) => pipeline.max_batch(rows),
+        None => pipeline,
+    };
+    let redux = match (&args.redux, &args.redux_siglip, &args.redux_embedder) {
+        (Some(dir), _, _) => Some(ReduxFiles::from_dir(dir).map_err(|e| e.to_string())?),
+        (None, Some(siglip), Some(embedder)) => Some(ReduxFiles {
+            image_encoder: siglip.clone(),
+            image_embedder: embedder.clone(),
+            preprocessor: None,
+        }),
+        _ => None,
+    };
+    if redux.is_none() && !args.redux_images.is_empty() {
+        return Err("--redux-image needs the Redux models: --redux FLUX.1-Redux-dev".into());
+    }
+    let pipeline = match redux {
+        Some(files) => pipeline.redux(files),
         None => pipeline,
     };
     let pipeline = match args.variant {
@@ -498,6 +529,17 @@ fn tool_request(args: &Args) -> Result<(GenerateRequest, ToolInputs), String> {
             inputs.push(("control", "canny".into()));
         }
     }
+    for (path, strength) in &args.redux_images {
+        request = request.with_redux_image(open_image(path, "Redux image")?, *strength);
+    }
+    if !args.redux_images.is_empty() {
+        let list: Vec<String> = args
+            .redux_images
+            .iter()
+            .map(|(p, s)| format!("{}:{s}", file_name(p)))
+            .collect();
+        inputs.push(("redux_images", list.join(", ")));
+    }
     let (width, height) = size.unwrap_or((1024, 1024));
     let request = request.with_size(args.width.unwrap_or(width), args.height.unwrap_or(height));
     Ok((request, inputs))
@@ -533,9 +575,9 @@ fn parse_outpaint(s: &str) -> Result<[u32; 4], String> {
     })
 }
 
-/// `--lora FILE[:STRENGTH]` (the last `:` starts a strength only if a number follows, so
-/// paths with colons still work).
-fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
+/// `--lora FILE[:STRENGTH]` and `--redux-image FILE[:STRENGTH]` (the last `:` starts a
+/// strength only if a number follows, so paths with colons still work).
+fn parse_weighted_file(s: &str) -> Result<(PathBuf, f32), String> {
     match s.rsplit_once(':') {
         Some((path, strength)) if !path.is_empty() => match strength.parse::<f32>() {
             Ok(v) if v.is_finite() => Ok((PathBuf::from(path), v)),

@@ -4,6 +4,7 @@ mod condition;
 mod denoise;
 mod lora;
 mod plan;
+mod redux;
 mod text;
 mod vae;
 
@@ -16,13 +17,14 @@ use std::time::Instant;
 
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use flux_core::{Flux, Quantization};
+use flux_core::{Flux, FluxConfig, Quantization};
 use flux_io::lora::LoraMode;
 use flux_text::{ClipTextEncoder, ClipTokenizer, T5Encoder, T5Tokenizer};
 use flux_vae::AutoEncoder;
 use image::RgbImage;
 
 use crate::files::{ClipTokenizerFiles, ModelFiles};
+use crate::redux_files::ReduxFiles;
 use crate::request::{GenerateRequest, Progress, Stage};
 use crate::{Error, ModelKind, Result, Variant};
 
@@ -72,6 +74,7 @@ pub struct PipelineBuilder<B: Backend> {
     lora_mode: LoraMode,
     lora_lenient: bool,
     max_batch: Option<usize>,
+    redux: Option<ReduxFiles>,
 }
 
 impl<B: Backend> PipelineBuilder<B> {
@@ -195,6 +198,13 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// FLUX.1 Redux's models (SigLIP and the Redux embedder), for requests with Redux images
+    /// ([`GenerateRequest::with_redux_image`]); loaded with the others.
+    pub fn redux(mut self, files: ReduxFiles) -> Self {
+        self.redux = Some(files);
+        self
+    }
+
     /// T5 sequence length (default: 512 for [dev], 256 for [schnell], as trained).
     pub fn t5_max_len(mut self, len: usize) -> Self {
         self.t5_max_len = Some(len);
@@ -274,8 +284,11 @@ impl<B: Backend> PipelineBuilder<B> {
                 )));
             }
         };
+        let redux = self.redux.map(redux::ReduxSetup::new).transpose()?;
         let mut pipeline = Pipeline {
             files,
+            config,
+            redux,
             kind,
             variant,
             transformer_in_channels: in_channels,
@@ -297,6 +310,10 @@ impl<B: Backend> PipelineBuilder<B> {
                 t5: pipeline.load_t5()?,
                 transformer: pipeline.load_transformer()?,
                 vae: pipeline.load_vae()?,
+                redux: match pipeline.redux {
+                    Some(_) => Some(pipeline.load_redux()?),
+                    None => None,
+                },
             });
         }
         Ok(pipeline)
@@ -310,12 +327,16 @@ struct Models<B: Backend> {
     t5: T5Encoder<B>,
     transformer: Flux<B>,
     vae: AutoEncoder<B>,
+    redux: Option<redux::ReduxModels<B>>,
 }
 
 /// FLUX.1 text-to-image (and image-to-image), reproducing diffusers' `FluxPipeline`.
 #[derive(Debug)]
 pub struct Pipeline<B: Backend> {
     files: ModelFiles,
+    /// The transformer's config as stored (before LoRAs).
+    config: FluxConfig,
+    redux: Option<redux::ReduxSetup>,
     kind: ModelKind,
     variant: Variant,
     /// The transformer's input channels per token (after a control LoRA widens them).
@@ -358,6 +379,7 @@ impl<B: Backend> Pipeline<B> {
             lora_mode: LoraMode::default(),
             lora_lenient: false,
             max_batch: None,
+            redux: None,
         }
     }
 
@@ -437,7 +459,15 @@ impl<B: Backend> Pipeline<B> {
         let resolved = self.resolve(request)?;
 
         report(Stage::Encoding, 0, 1)?;
-        let (prompts, negatives) = self.encode_prompts(request, &resolved.negative_prompts)?;
+        let redux_only =
+            !request.redux_images.is_empty() && request.prompts.iter().all(|p| p.trim().is_empty());
+        let (prompts, negatives) = if redux_only {
+            // diffusers' Redux prior without text encoders: no prompt, zeros.
+            (self.zero_text(resolved.batch), None)
+        } else {
+            self.encode_prompts(request, &resolved.negative_prompts)?
+        };
+        let prompts = self.with_redux(request, prompts)?;
         report(Stage::Encoding, 1, 1)?;
 
         let negative = negatives.zip(resolved.true_cfg);

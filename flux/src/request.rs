@@ -63,6 +63,24 @@ pub struct GenerateRequest {
     /// Control (FLUX.1 Canny / Depth [dev], or a control LoRA): the control image (an edge or
     /// depth map), resized to the output size. One for every prompt, or one per prompt.
     pub control_images: Vec<DynamicImage>,
+    /// Redux: images whose SigLIP tokens join the prompt's (image variation and image
+    /// prompting; the pipeline needs [`crate::PipelineBuilder::redux`]). With an empty prompt
+    /// the text part is zeros, as diffusers' Redux prior without text encoders makes it.
+    pub redux_images: Vec<ReduxImage>,
+}
+
+/// One Redux image and its weights (diffusers' `prompt_embeds_scale` and
+/// `pooled_prompt_embeds_scale`). Several images are combined as diffusers combines them: the
+/// weighted sum of `[prompt tokens, image tokens] · strength` over the images (and of the
+/// pooled vector · `pooled_strength`).
+#[derive(Debug, Clone)]
+pub struct ReduxImage {
+    /// The image.
+    pub image: DynamicImage,
+    /// Weight of its tokens (and of a copy of the prompt's).
+    pub strength: f32,
+    /// Weight of a copy of the pooled CLIP vector.
+    pub pooled_strength: f32,
 }
 
 impl GenerateRequest {
@@ -86,6 +104,7 @@ impl GenerateRequest {
             auto_resize: true,
             mask: None,
             control_images: Vec::new(),
+            redux_images: Vec::new(),
         }
     }
 
@@ -215,6 +234,16 @@ impl GenerateRequest {
     /// Control: one control image per prompt, in order.
     pub fn with_control_images(mut self, images: impl IntoIterator<Item = DynamicImage>) -> Self {
         self.control_images = images.into_iter().collect();
+        self
+    }
+
+    /// Redux: add `image` at `strength` (1: as diffusers' default; pooled weight 1).
+    pub fn with_redux_image(mut self, image: DynamicImage, strength: f32) -> Self {
+        self.redux_images.push(ReduxImage {
+            image,
+            strength,
+            pooled_strength: 1.0,
+        });
         self
     }
 

@@ -559,7 +559,11 @@ impl Reader<'_> {
             None => None,
         };
         if weight.is_none() && bias.is_none() {
-            return Err(self.err(format!("`{stem}.alpha` belongs to no LoRA factors")));
+            let keys: Vec<&str> = roles.values().map(String::as_str).collect();
+            return Err(self.err(format!(
+                "`{}` belong(s) to no LoRA factors (no lora_A/lora_B or down/up pair)",
+                keys.join("`, `")
+            )));
         }
         Ok(Delta::Full { weight, bias })
     }

@@ -259,16 +259,27 @@ fn merged_and_runtime_agree_and_bias_diffs_need_a_bias() {
     };
     assert!(diff(&m, &r) < 1e-5, "{}", diff(&m, &r));
     assert!(diff(&m, &b) > 0.05, "the LoRA must change the output");
-    // Run-time strength 0 leaves the base plus the bias difference, which is always merged.
+    // Run-time strength 0 is the base model: the low-rank scales go to 0 and the merged bias
+    // difference is taken back out (rescaled by the change from its load strength).
     let (zero, n) = lora::rescale::<Nd, _>(runtime, &adapters.with_scales(&[0.0]).unwrap(), &[]);
     assert_eq!(n, 2);
-    let diff_b = ramp(16, 0.1);
-    let expected: Vec<f32> = b
-        .iter()
-        .enumerate()
-        .map(|(i, v)| v + diff_b.get(i % 24).copied().unwrap_or(0.0))
-        .collect();
-    assert!(diff(&run(&zero), &expected) < 1e-5);
+    assert!(diff(&run(&zero), &b) < 1e-5, "{}", diff(&run(&zero), &b));
+    // Strength 0.5 from 1: half the bias difference.
+    let (half, _) = lora::rescale::<Nd, _>(
+        lora::apply::<Nd, _>(base.clone(), adapters, &[], LoraMode::Runtime)
+            .unwrap()
+            .0,
+        &adapters.with_scales(&[0.5]).unwrap(),
+        &[],
+    );
+    let (half_merged, _) = lora::apply::<Nd, _>(
+        base.clone(),
+        &adapters.with_scales(&[0.5]).unwrap(),
+        &[],
+        LoraMode::Merged,
+    )
+    .unwrap();
+    assert!(diff(&run(&half), &run(&half_merged)) < 1e-5);
 
     // A bias difference on a layer without a bias.
     let mut t = good("lora_unet_blocks_0_proj");
@@ -288,4 +299,92 @@ fn merged_and_runtime_agree_and_bias_diffs_need_a_bias() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("gate") && err.contains("no bias"), "{err}");
+}
+
+/// BFL control LoRAs' extras, checked: a replaced norm scale of the wrong size, a widening
+/// update on a layer that may not widen, a `lora_B.bias` without its factors, the same scale
+/// replaced by two LoRAs.
+#[test]
+fn control_lora_extras_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut t = targets();
+    t.insert_param("blocks.0.norm.query_norm.scale", "norm.scale", vec![8]);
+    t.insert(
+        "img_in",
+        Target {
+            widen: true,
+            ..Target::whole("img_in", 16, 8)
+        },
+    );
+    let resolve_with = |path: &Path, t: &Targets| {
+        lora::resolve(
+            &[(LoraFile::open(path).unwrap(), 1.0)],
+            &[(Component::Transformer, t)],
+            false,
+        )
+    };
+    let scale = |n: usize| ("blocks.0.norm.query_norm.scale", vec![n], vec![1.5; n]);
+
+    let ok = write(d, "ok.safetensors", &[scale(8)]);
+    let resolved = resolve_with(&ok, &t).unwrap();
+    assert_eq!(resolved.reports[0].format, lora::LoraFormat::Control);
+
+    let err = message(resolve_with(&write(d, "size.safetensors", &[scale(9)]), &t));
+    assert!(
+        err.contains("query_norm.scale") && err.contains("[9]"),
+        "{err}"
+    );
+
+    // `img_in` may widen (16 -> 24 inputs); `blocks.0.proj` may not.
+    let wide = |module: &str, rows: usize| {
+        vec![
+            (
+                format!("{module}.lora_A.weight"),
+                vec![2, 24],
+                ramp(48, 0.01),
+            ),
+            (
+                format!("{module}.lora_B.weight"),
+                vec![rows, 2],
+                ramp(2 * rows, 0.01),
+            ),
+            (
+                format!("{module}.lora_B.bias"),
+                vec![rows],
+                ramp(rows, 0.01),
+            ),
+        ]
+    };
+    let resolved =
+        resolve_with(&write(d, "wide.safetensors", &refs(&wide("img_in", 8))), &t).unwrap();
+    let adapters = &resolved.adapters[&Component::Transformer];
+    assert_eq!(adapters.layer_input("img_in"), Some(24));
+    let err = message(resolve_with(
+        &write(d, "narrow.safetensors", &refs(&wide("blocks.0.proj", 16))),
+        &t,
+    ));
+    assert!(
+        err.contains("[16, 24]") && err.contains("[16, 32]"),
+        "{err}"
+    );
+
+    let orphan = write(
+        d,
+        "orphan.safetensors",
+        &[("img_in.lora_B.bias", vec![8], vec![0.1; 8])],
+    );
+    let err = LoraFile::open(&orphan).unwrap_err().to_string();
+    assert!(err.contains("img_in.lora_B.bias"), "{err}");
+
+    let twice = lora::resolve(
+        &[
+            (LoraFile::open(&ok).unwrap(), 1.0),
+            (LoraFile::open(&ok).unwrap(), 0.5),
+        ],
+        &[(Component::Transformer, &t)],
+        false,
+    );
+    let err = message(twice);
+    assert!(err.contains("replaced by two"), "{err}");
 }

@@ -3,7 +3,7 @@
 mod config;
 mod load;
 mod lora;
-mod model;
+pub(crate) mod model;
 
 pub use config::ClipConfig;
 pub use load::{load_clip, load_clip_with, read_clip_config};

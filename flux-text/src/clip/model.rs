@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Int, Tensor};
 use flux_io::nn::Linear;
-use flux_io::ops::{attention_f32, in_f32, quick_gelu};
+use flux_io::ops::{attention_f32, gelu_tanh, in_f32, quick_gelu};
 
 use super::ClipConfig;
 use crate::t5::check_ids;
@@ -23,7 +23,8 @@ pub struct ClipEmbeddings<B: Backend> {
     pub(crate) position_embedding: Embedding<B>,
 }
 
-/// Multi-head causal self-attention with biases, scores scaled by `head_dim^-0.5`.
+/// Multi-head self-attention with biases, scores scaled by `head_dim^-0.5`: causal in CLIP's
+/// text tower, over all tokens in SigLIP's vision tower.
 #[derive(Module, Debug)]
 pub struct ClipAttention<B: Backend> {
     /// Query projection.
@@ -35,7 +36,9 @@ pub struct ClipAttention<B: Backend> {
     /// Output projection.
     pub(crate) out_proj: Linear<B>,
     #[module(skip)]
-    num_heads: usize,
+    pub(crate) num_heads: usize,
+    #[module(skip)]
+    pub(crate) causal: bool,
 }
 
 impl<B: Backend> ClipAttention<B> {
@@ -51,7 +54,7 @@ impl<B: Backend> ClipAttention<B> {
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
         let options = AttentionModuleOptions {
-            is_causal: true,
+            is_causal: self.causal,
             ..Default::default()
         };
         let out = attention_f32(q, k, v, None, options);
@@ -60,7 +63,30 @@ impl<B: Backend> ClipAttention<B> {
     }
 }
 
-/// `fc2(act(fc1(x)))` with CLIP's quick GELU (`x * sigmoid(1.702 x)`) or exact GELU.
+/// The MLP activations of the CLIP-style towers (transformers' `hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
+    QuickGelu,
+    /// Exact GELU.
+    Gelu,
+    /// GELU's tanh approximation (`gelu_pytorch_tanh`: SigLIP).
+    GeluTanh,
+}
+
+impl Act {
+    /// The activation transformers names `name`, if supported.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        match name {
+            "quick_gelu" => Some(Self::QuickGelu),
+            "gelu" => Some(Self::Gelu),
+            "gelu_pytorch_tanh" | "gelu_new" => Some(Self::GeluTanh),
+            _ => None,
+        }
+    }
+}
+
+/// `fc2(act(fc1(x)))`.
 #[derive(Module, Debug)]
 pub struct ClipMlp<B: Backend> {
     /// `hidden -> intermediate`.
@@ -68,7 +94,7 @@ pub struct ClipMlp<B: Backend> {
     /// `intermediate -> hidden`.
     pub(crate) fc2: Linear<B>,
     #[module(skip)]
-    quick_gelu: bool,
+    pub(crate) act: Act,
 }
 
 impl<B: Backend> ClipMlp<B> {
@@ -76,10 +102,10 @@ impl<B: Backend> ClipMlp<B> {
     /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x);
-        let h = if self.quick_gelu {
-            quick_gelu(h)
-        } else {
-            gelu(h)
+        let h = match self.act {
+            Act::QuickGelu => quick_gelu(h),
+            Act::Gelu => gelu(h),
+            Act::GeluTanh => gelu_tanh(h),
         };
         self.fc2.forward(h)
     }
@@ -97,7 +123,7 @@ pub struct ClipEncoderLayer<B: Backend> {
     /// The MLP.
     pub(crate) mlp: ClipMlp<B>,
     #[module(skip)]
-    layer_norm_eps: f64,
+    pub(crate) layer_norm_eps: f64,
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
@@ -113,7 +139,7 @@ impl<B: Backend> ClipEncoderLayer<B> {
 /// `ln(x)`, with its statistics in f32 when the model runs in half precision (burn's fused
 /// layer norm would otherwise sum squares of a 768-wide row in f16, which overflows above
 /// |x| ~ 9); f32 models take burn's op as is.
-fn norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
+pub(crate) fn norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
     if x.dtype() == DType::F32 {
         return ln.forward(x);
     }
@@ -126,6 +152,47 @@ fn norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3
     match &ln.beta {
         Some(beta) => scaled + beta.val().unsqueeze::<3>(),
         None => scaled,
+    }
+}
+
+/// The shape of one pre-norm encoder layer.
+pub(crate) struct LayerShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub eps: f64,
+    pub act: Act,
+    pub causal: bool,
+}
+
+impl LayerShape {
+    /// A layer of this shape, parameters lazily initialised.
+    pub(crate) fn init<B: Backend>(&self, device: &B::Device) -> ClipEncoderLayer<B> {
+        let linear = |i, o| Linear::new(i, o, true, device);
+        let norm = || {
+            LayerNormConfig::new(self.hidden)
+                .with_epsilon(self.eps)
+                .init(device)
+        };
+        let h = self.hidden;
+        ClipEncoderLayer {
+            layer_norm1: norm(),
+            self_attn: ClipAttention {
+                q_proj: linear(h, h),
+                k_proj: linear(h, h),
+                v_proj: linear(h, h),
+                out_proj: linear(h, h),
+                num_heads: self.heads,
+                causal: self.causal,
+            },
+            layer_norm2: norm(),
+            mlp: ClipMlp {
+                fc1: linear(h, self.intermediate),
+                fc2: linear(self.intermediate, h),
+                act: self.act,
+            },
+            layer_norm_eps: self.eps,
+        }
     }
 }
 
@@ -169,28 +236,22 @@ pub struct ClipTextEncoder<B: Backend> {
 impl ClipConfig {
     /// A model with this config (parameters lazily initialised; see [`crate::load_clip`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClipTextEncoder<B> {
-        let linear = |i, o| Linear::new(i, o, true, device);
         let norm = || {
             LayerNormConfig::new(self.hidden_size)
                 .with_epsilon(self.layer_norm_eps)
                 .init(device)
         };
-        let layer = || ClipEncoderLayer {
-            layer_norm1: norm(),
-            self_attn: ClipAttention {
-                q_proj: linear(self.hidden_size, self.hidden_size),
-                k_proj: linear(self.hidden_size, self.hidden_size),
-                v_proj: linear(self.hidden_size, self.hidden_size),
-                out_proj: linear(self.hidden_size, self.hidden_size),
-                num_heads: self.num_attention_heads,
-            },
-            layer_norm2: norm(),
-            mlp: ClipMlp {
-                fc1: linear(self.hidden_size, self.intermediate_size),
-                fc2: linear(self.intermediate_size, self.hidden_size),
-                quick_gelu: self.hidden_act == "quick_gelu",
-            },
-            layer_norm_eps: self.layer_norm_eps,
+        let act = Act::of(&self.hidden_act).unwrap_or(Act::QuickGelu);
+        let layer = || {
+            LayerShape {
+                hidden: self.hidden_size,
+                intermediate: self.intermediate_size,
+                heads: self.num_attention_heads,
+                eps: self.layer_norm_eps,
+                act,
+                causal: true,
+            }
+            .init(device)
         };
         ClipTextEncoder {
             text_model: ClipTextTransformer {

@@ -55,9 +55,12 @@ impl<B: Backend> Pipeline<B> {
         if r.prompts.is_empty() {
             return bad("no prompt given".into());
         }
-        if let Some(i) = r.prompts.iter().position(|p| p.trim().is_empty()) {
+        if let Some(i) = r.prompts.iter().position(|p| p.trim().is_empty())
+            && r.redux_images.is_empty()
+        {
             return bad(format!("prompt {i} is empty"));
         }
+        self.check_redux(r)?;
         if r.images_per_prompt == 0 {
             return bad("images_per_prompt must be at least 1".into());
         }
@@ -158,6 +161,38 @@ impl<B: Backend> Pipeline<B> {
             None => None,
         };
         Ok((width, height, reference))
+    }
+
+    /// Redux images need the Redux models, finite strengths, and no true CFG (the negative
+    /// prompt's text would be shorter than the prompt's text and image tokens).
+    fn check_redux(&self, r: &GenerateRequest) -> Result<()> {
+        let bad = |m: String| Err(Error::BadRequest(m));
+        if r.redux_images.is_empty() {
+            return Ok(());
+        }
+        if self.redux.is_none() {
+            return bad(
+                "Redux images need the Redux models: build the pipeline with \
+                 PipelineBuilder::redux (CLI: --redux DIR)"
+                    .into(),
+            );
+        }
+        for (i, redux) in r.redux_images.iter().enumerate() {
+            if !(redux.strength.is_finite() && redux.pooled_strength.is_finite()) {
+                return bad(format!("Redux image {i}: strengths must be finite"));
+            }
+            if redux.image.width() == 0 || redux.image.height() == 0 {
+                return bad(format!("Redux image {i} is empty"));
+            }
+        }
+        if r.true_cfg.is_some_and(|s| s > 1.0) && !r.negative_prompts.is_empty() {
+            return bad(
+                "true CFG with Redux images is not supported: the negative prompt has no \
+                        image tokens to pair with"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The inputs each variant takes, and nothing else: a clear error for an input the model

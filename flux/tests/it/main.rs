@@ -8,6 +8,7 @@ mod img2img;
 mod io;
 mod lora;
 mod pipeline;
+mod redux;
 mod tools;
 mod true_cfg;
 mod wgpu;
