@@ -13,14 +13,14 @@ use flux_io::{SafetensorsFile, Weights};
 use image::{DynamicImage, RgbImage};
 
 /// A recorded diffusers run of gen_tools.py.
-struct Recorded {
+pub(crate) struct Recorded {
     json: serde_json::Value,
     io: Weights,
     file: SafetensorsFile,
 }
 
 impl Recorded {
-    fn open(name: &str) -> Self {
+    pub(crate) fn open(name: &str) -> Self {
         let path = |ext: &str| fixture(&format!("tools/runs/{name}.{ext}"));
         Self {
             json: serde_json::from_str(&std::fs::read_to_string(path("json")).unwrap()).unwrap(),
@@ -38,7 +38,7 @@ impl Recorded {
     }
 
     /// A `[h, w, 3]` uint8 image stored in the run.
-    fn image(&self, key: &str) -> DynamicImage {
+    pub(crate) fn image(&self, key: &str) -> DynamicImage {
         let shape = &self.json["tensors"][key]["shape"];
         let dim = |i: usize| shape[i].as_u64().unwrap() as u32;
         let bytes = self.file.bytes(key).unwrap().to_vec();
@@ -47,7 +47,7 @@ impl Recorded {
 
     /// The request as diffusers was called: prompts, size, steps, guidance, seed, images per
     /// prompt, negative prompt and true CFG.
-    fn request(&self) -> GenerateRequest {
+    pub(crate) fn request(&self) -> GenerateRequest {
         let j = &self.json;
         let prompts: Vec<String> = match &j["prompt"] {
             serde_json::Value::String(p) => vec![p.clone()],
@@ -74,7 +74,12 @@ impl Recorded {
 
     /// Runs `request` and compares with the reference's float and 8-bit images: ≤ 1e-3, and
     /// ≥ 99.9 % identical 8-bit values ([`HIGH_GUIDANCE_SAME`] above guidance 4).
-    fn check(&self, name: &str, pipeline: &Pipeline<B>, request: &GenerateRequest) {
+    pub(crate) fn check<Bk: burn::tensor::backend::Backend>(
+        &self,
+        name: &str,
+        pipeline: &Pipeline<Bk>,
+        request: &GenerateRequest,
+    ) {
         let min_same = match request.guidance {
             Some(g) if g > 4.0 => HIGH_GUIDANCE_SAME,
             _ => 0.999,

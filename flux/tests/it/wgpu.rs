@@ -417,3 +417,46 @@ fn lora_runtime_and_merged_match_on_wgpu() {
         assert!(err <= 1e-4, "{mode:?}: {err}");
     }
 }
+
+/// The FLUX.1 tools' new inputs on wgpu: Fill (mask packing, channel concatenation, the
+/// masked image's posterior draw) and Kontext (reference tokens and their ids), against
+/// diffusers with the CPU's bars.
+#[test]
+fn tool_pipelines_match_diffusers_on_wgpu() {
+    use crate::tools::Recorded;
+    let Some(device) = device() else { return };
+    let files = |transformer: Option<&str>| {
+        flux::ModelFiles::from_dir_with(
+            fixture("flux", "tiny_pipeline"),
+            transformer.map(|t| fixture("flux", t)),
+            None,
+        )
+        .unwrap()
+    };
+    let fill = flux::Pipeline::<W>::builder()
+        .files(files(Some("tools/fill_transformer")))
+        .device(device.clone())
+        .t5_max_len(32)
+        .build()
+        .unwrap();
+    let run = Recorded::open("fill");
+    let request = run
+        .request()
+        .with_fill(run.image("init_image_u8"), run.image("mask_image_u8"));
+    run.check("fill (wgpu)", &fill, &request);
+
+    let kontext = flux::Pipeline::<W>::builder()
+        .files(files(None))
+        .device(device)
+        .t5_max_len(32)
+        .variant(flux::Variant::Kontext)
+        .build()
+        .unwrap();
+    let run = Recorded::open("kontext_batch_cfg");
+    let request = run
+        .request()
+        .with_reference_image(run.image("reference_image_u8"))
+        .with_max_area(1024)
+        .with_auto_resize(false);
+    run.check("kontext_batch_cfg (wgpu)", &kontext, &request);
+}
