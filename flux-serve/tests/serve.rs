@@ -258,11 +258,35 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
             "not a valid request",
         ),
         (r#"{"prompt": "x", "sedd": 3}"#, 400, "sedd"),
+        (r#"{"prompt": "x", "n": -1}"#, 400, "not a valid request"),
+        (r#"{"prompt": "x", "n": "two"}"#, 400, "not a valid request"),
+        (r#"{"prompt": 42}"#, 400, "not a valid request"),
+        (r#"{"size": "64x64"}"#, 400, "prompt"),
+        (r#"[]"#, 400, "not a valid request"),
+        (r#"{"prompt": "x", "size": "16x0"}"#, 400, "multiple of 16"),
+        (
+            r#"{"prompt": "x", "size": "4096x4096"}"#,
+            400,
+            "at most 2048",
+        ),
+        (r#"{"prompt": "x", "steps": 1000}"#, 400, "at most 100"),
+        (r#"{"prompt": "x", "lora_scales": [0.5]}"#, 400, "no LoRA"),
+        (
+            r#"{"prompt": "x", "true_cfg": -1, "negative_prompt": "y"}"#,
+            400,
+            "true CFG",
+        ),
     ];
+    let mut table = Vec::new();
     for (body, code, needle) in cases {
         let (status, answer) = post_json(&url, body);
         assert_error(status, &answer, *code, needle);
+        table.push(format!(
+            "{status} | `{body}` | {}",
+            answer["error"]["message"].as_str().unwrap()
+        ));
     }
+    eprintln!("bad requests:\n{}", table.join("\n"));
     let huge = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(100_000));
     let (status, answer) = post_json(&url, &huge);
     assert_error(status, &answer, 413, "larger than");
@@ -409,7 +433,7 @@ fn jobs_report_progress_and_cancel_frees_the_device() {
     // A long job cancelled mid-run; the next one runs at once.
     let (_, long) = post_json(
         &format!("{base}/v1/jobs"),
-        r#"{"prompt": "a dog", "size": "64x64", "steps": 100}"#,
+        r#"{"prompt": "a dog", "size": "256x256", "steps": 100}"#,
     );
     let long = long["id"].as_str().unwrap().to_string();
     let (_, next) = post_json(
@@ -439,7 +463,9 @@ fn jobs_report_progress_and_cancel_frees_the_device() {
 
 #[test]
 fn a_client_that_disconnects_cancels_its_job() {
-    let base = start(config(8));
+    let config = config(8);
+    let out = config.out_dir.clone();
+    let base = start(config);
     let quick = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(400))
         .build();
@@ -447,9 +473,9 @@ fn a_client_that_disconnects_cancels_its_job() {
     let r = quick
         .post(&format!("{base}/v1/images/generations"))
         .set("content-type", "application/json")
-        .send_string(r#"{"prompt": "a dog", "size": "64x64", "steps": 100}"#);
+        .send_string(r#"{"prompt": "a dog", "size": "256x256", "steps": 100}"#);
     assert!(r.is_err(), "the client gave up first");
-    // The server notices, cancels, and is idle long before 100 steps would end.
+    // The server notices, cancels, and is idle long before the 100 steps would end.
     loop {
         let (_, health) = get_json(&format!("{base}/healthz"));
         if health["pending"] == 0 {
@@ -462,11 +488,17 @@ fn a_client_that_disconnects_cancels_its_job() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let freed = started.elapsed();
+    // Cancelled, not finished: it wrote no image.
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "the job ran to the end"
+    );
     let full = {
         let t = Instant::now();
         let (status, _) = post_json(
             &format!("{base}/v1/images/generations"),
-            r#"{"prompt": "a dog", "size": "64x64", "steps": 100}"#,
+            r#"{"prompt": "a dog", "size": "256x256", "steps": 100}"#,
         );
         assert_eq!(status, 200);
         t.elapsed()
@@ -592,13 +624,15 @@ fn thirty_two_clients_get_images_or_429_and_health_stays_fast() {
 
 #[test]
 fn a_request_over_its_timeout_is_cancelled_with_504() {
-    let base = start(ServeConfig {
+    let config = ServeConfig {
         timeout: Duration::from_millis(300),
         ..config(8)
-    });
+    };
+    let out = config.out_dir.clone();
+    let base = start(config);
     let (status, body) = post_json(
         &format!("{base}/v1/images/generations"),
-        r#"{"prompt": "a dog", "size": "64x64", "steps": 100}"#,
+        r#"{"prompt": "a dog", "size": "256x256", "steps": 100}"#,
     );
     assert_error(status, &body, 504, "cancelled");
     let started = Instant::now();
@@ -609,4 +643,81 @@ fn a_request_over_its_timeout_is_cancelled_with_504() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "the job ran to the end"
+    );
+}
+
+/// The page in a real headless browser (Debian's chromium): a link fills the form and starts
+/// a generation; the DOM after it shows the progress the events route reported, step by step,
+/// and the image. Skipped where no chromium is installed (CI installs it when it can).
+#[test]
+fn the_page_generates_in_a_headless_browser() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+    else {
+        eprintln!("skipped: no chromium on PATH (apt install chromium)");
+        return;
+    };
+    let base = start(config(8));
+    let page = format!(
+        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&autostart=1"
+    );
+    let shot = tempfile::tempdir().unwrap();
+    let run = |extra: &str| {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args([
+                "--window-size=900,700",
+                "--virtual-time-budget=30000",
+                extra,
+                &page,
+            ])
+            .output()
+            .unwrap()
+    };
+    let dom = String::from_utf8(run("--dump-dom").stdout).unwrap();
+    let log = dom
+        .split("<pre id=\"log\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no progress log in the page: {dom}"));
+    // Events carry the latest status (a watch channel): some steps may be coalesced.
+    let steps: Vec<u32> = log
+        .lines()
+        .filter(|l| l.contains("denoising"))
+        .filter_map(|l| l.rsplit(' ').next()?.split('/').next()?.parse().ok())
+        .collect();
+    assert!(
+        steps.len() >= 3 && steps.windows(2).all(|w| w[0] <= w[1]),
+        "the bar did not move: {log}"
+    );
+    assert!(log.contains("done"), "{log}");
+    assert!(
+        dom.contains("<img src=\"/v1/images/img-job-"),
+        "no image in the page"
+    );
+    let path = shot.path().join("page.png");
+    let out = run(&format!("--screenshot={}", path.display()));
+    assert!(out.status.success());
+    let screenshot = image::open(&path).unwrap();
+    assert_eq!((screenshot.width(), screenshot.height()), (900, 700));
+    eprintln!(
+        "browser: {} progress reports, the image shown; screenshot {}",
+        steps.len(),
+        path.display()
+    );
 }
