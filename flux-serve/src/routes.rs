@@ -284,8 +284,8 @@ async fn wait_images(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             format!(
-                "no images within {} s: the job was cancelled",
-                app.config.timeout.as_secs()
+                "no images within {:?}: the job was cancelled",
+                app.config.timeout
             ),
         ));
     }

@@ -329,7 +329,7 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
     ]);
     assert!(status == 413 || status == 400, "{status} {answer}");
     assert!(answer["error"]["message"].is_string(), "{answer}");
-    let (status, answer) = answer_text_json(
+    let (status, answer) = reply(
         agent()
             .post(&edits)
             .set("content-type", "application/json")
@@ -339,10 +339,6 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
         (400..500).contains(&status) && answer["error"]["message"].is_string(),
         "{status} {answer}"
     );
-}
-
-fn answer_text_json(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    reply(r)
 }
 
 #[test]

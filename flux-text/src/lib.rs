@@ -17,6 +17,7 @@
 
 mod clip;
 mod error;
+mod hf;
 mod redux;
 mod t5;
 mod tokenizer;

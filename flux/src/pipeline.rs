@@ -355,11 +355,18 @@ pub struct Pipeline<B: Backend> {
 }
 
 impl<B: Backend> Pipeline<B> {
-    /// The quantization of the small models (CLIP, VAE): never quantized at load.
-    fn dense_quantization(&self) -> Quantization {
-        match self.quantization {
+    /// How the small models (CLIP, the VAE, SigLIP, the Redux embedder) load: in the
+    /// pipeline's dtype, config from the checkpoint, never quantized at load (stored
+    /// quantization is kept).
+    fn dense_load_config<C>(&self) -> flux_io::LoadConfig<C> {
+        let quantization = match self.quantization {
             Quantization::To(_) => Quantization::AsStored,
             q => q,
+        };
+        flux_io::LoadConfig {
+            config: None,
+            dtype: self.dtype,
+            quantization,
         }
     }
 
@@ -417,20 +424,13 @@ impl<B: Backend> Pipeline<B> {
         request: &GenerateRequest,
         on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
-        let values = self.generate_float_with_progress(request, on_progress)?;
-        // The size that ran (Kontext fits the request's aspect ratio to its area).
-        let (width, height) = match self.variant {
-            Variant::Kontext => {
-                let plan = self.resolve(request)?;
-                (plan.width, plan.height)
-            }
-            _ => (request.width, request.height),
-        };
+        // The size that ran is the plan's (Kontext fits the request's aspect to its area).
+        let (values, plan) = self.run(request, on_progress)?;
         Ok(flux_vae::rgb8_images(
             &values,
             request.batch_size(),
-            height,
-            width,
+            plan.height,
+            plan.width,
         ))
     }
 
@@ -441,8 +441,18 @@ impl<B: Backend> Pipeline<B> {
     pub fn generate_float_with_progress(
         &self,
         request: &GenerateRequest,
-        mut on_progress: impl FnMut(Progress) -> ControlFlow<()>,
+        on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<f32>> {
+        Ok(self.run(request, on_progress)?.0)
+    }
+
+    /// Resolves the request, then encodes, denoises and decodes: the images as floats and
+    /// the plan they ran with.
+    fn run(
+        &self,
+        request: &GenerateRequest,
+        mut on_progress: impl FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<(Vec<f32>, Resolved)> {
         let start = Instant::now();
         let mut report = |stage, step, total| {
             let progress = Progress {
@@ -476,7 +486,7 @@ impl<B: Backend> Pipeline<B> {
         report(Stage::Decoding, 0, 1)?;
         let images = self.decode(latents)?;
         report(Stage::Decoding, 1, 1)?;
-        Ok(images)
+        Ok((images, resolved))
     }
 
     /// Generates the request's images as diffusers' `output_type="np"` does: floats in [0, 1],

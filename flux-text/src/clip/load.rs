@@ -8,6 +8,7 @@ use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, Weights, load_module};
 
 use super::{ClipConfig, ClipTextEncoder};
 use crate::Result;
+use crate::hf::{layer_norm_key, tower_config};
 
 /// burn's LayerNorm names its parameters `gamma` / `beta`; everything else matches, up to the
 /// `text_model.` prefix, which the FLUX.1 repository and ComfyUI files have and transformers 5's
@@ -28,14 +29,7 @@ impl KeyMap for ClipKeys {
         } else {
             path.strip_prefix("text_model.").unwrap_or(path)
         };
-        let key = if let Some(stem) = path.strip_suffix(".gamma") {
-            format!("{stem}.weight")
-        } else if let Some(stem) = path.strip_suffix(".beta") {
-            format!("{stem}.bias")
-        } else {
-            path.to_string()
-        };
-        Source::Key(key)
+        Source::Key(layer_norm_key(path))
     }
 
     /// Buffers and the CLIPModel / CLIPTextModelWithProjection extras FLUX does not use.
@@ -104,20 +98,8 @@ pub fn read_clip_config(path: impl AsRef<Path>) -> Result<ClipConfig> {
 }
 
 fn config_of(checkpoint: &Checkpoint) -> Result<ClipConfig> {
-    match checkpoint.config::<serde_json::Value>()? {
-        Some(json) => text_config(json, checkpoint),
+    match tower_config(checkpoint, "text_config")? {
+        Some(config) => Ok(config),
         None => ClipConfig::infer(checkpoint.weights()),
     }
-}
-
-/// A `CLIPTextConfig`, or a `CLIPConfig`'s `text_config`.
-fn text_config(json: serde_json::Value, checkpoint: &Checkpoint) -> Result<ClipConfig> {
-    let json = json.get("text_config").cloned().unwrap_or(json);
-    serde_json::from_value(json).map_err(|e| {
-        flux_io::Error::BadConfig {
-            path: checkpoint.config_path().unwrap_or(checkpoint.path()).into(),
-            reason: e.to_string(),
-        }
-        .into()
-    })
 }

@@ -9,6 +9,7 @@ use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, load_module};
 
 use super::{ReduxConfig, ReduxEmbedder, SiglipVisionConfig, SiglipVisionEncoder};
 use crate::Result;
+use crate::hf::{layer_norm_key, tower_config};
 
 /// burn's LayerNorm names its parameters `gamma` / `beta`; everything else is transformers'
 /// `SiglipVisionModel` key, under `vision_model.`.
@@ -16,14 +17,7 @@ struct SiglipKeys;
 
 impl KeyMap for SiglipKeys {
     fn source(&self, path: &str) -> Source {
-        let key = if let Some(stem) = path.strip_suffix(".gamma") {
-            format!("{stem}.weight")
-        } else if let Some(stem) = path.strip_suffix(".beta") {
-            format!("{stem}.bias")
-        } else {
-            path.to_string()
-        };
-        Source::Key(key)
+        Source::Key(layer_norm_key(path))
     }
 
     /// The attention-pooling head (Redux takes every token), buffers, and a full
@@ -90,16 +84,8 @@ pub fn read_siglip_config(path: impl AsRef<Path>) -> Result<SiglipVisionConfig> 
 
 /// `config.json` (a `SiglipVisionConfig`, or a `SiglipConfig`'s `vision_config`), else inferred.
 fn siglip_config(checkpoint: &Checkpoint) -> Result<SiglipVisionConfig> {
-    match checkpoint.config::<serde_json::Value>()? {
-        Some(json) => {
-            let json = json.get("vision_config").cloned().unwrap_or(json);
-            Ok(
-                serde_json::from_value(json).map_err(|e| flux_io::Error::BadConfig {
-                    path: checkpoint.config_path().unwrap_or(checkpoint.path()).into(),
-                    reason: e.to_string(),
-                })?,
-            )
-        }
+    match tower_config(checkpoint, "vision_config")? {
+        Some(config) => Ok(config),
         None => SiglipVisionConfig::infer(checkpoint.weights(), "vision_model."),
     }
 }

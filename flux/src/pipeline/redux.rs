@@ -51,20 +51,12 @@ impl<B: Backend> Pipeline<B> {
         let siglip = flux_text::load_siglip_with::<B>(
             &setup.files.image_encoder,
             &self.device,
-            flux_text::LoadConfig {
-                config: None,
-                dtype: self.dtype,
-                quantization: self.dense_quantization(),
-            },
+            self.dense_load_config(),
         )?;
         let embedder = flux_text::load_redux_embedder::<B>(
             &setup.files.image_embedder,
             &self.device,
-            flux_text::LoadConfig {
-                config: None,
-                dtype: self.dtype,
-                quantization: self.dense_quantization(),
-            },
+            self.dense_load_config(),
         )?;
         let (width, redux) = (siglip.config().hidden_size, *embedder.config());
         if redux.redux_dim != width || redux.txt_in_features != self.config.context_in_dim {

@@ -9,11 +9,7 @@ use crate::{GenerateRequest, Result};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn load_clip(&self) -> Result<ClipTextEncoder<B>> {
-        let options = flux_text::LoadConfig {
-            config: None,
-            dtype: self.dtype,
-            quantization: self.dense_quantization(),
-        };
+        let options = self.dense_load_config();
         let model = flux_text::load_clip_with::<B>(&self.files.clip, &self.device, options)?;
         self.with_clip_loras(model)
     }

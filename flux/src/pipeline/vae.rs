@@ -15,11 +15,7 @@ impl<B: Backend> Pipeline<B> {
         Ok(flux_vae::load_with::<B>(
             &self.files.vae,
             &self.device,
-            flux_vae::LoadConfig {
-                config: None,
-                dtype: self.dtype,
-                quantization: self.dense_quantization(),
-            },
+            self.dense_load_config(),
         )?)
     }
 

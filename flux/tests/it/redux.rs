@@ -3,44 +3,13 @@
 //! processor, the Redux embedder, and whole seeded runs — image variation without a prompt,
 //! and a prompt with two weighted images.
 
-use crate::common::{B, bits, fixture, max_abs};
+use crate::common::{B, Recorded, bits, fixture, max_abs};
 use flux::{Error, GenerateRequest, MemoryMode, ModelFiles, Pipeline, ReduxFiles, ReduxImage};
-use flux_io::{SafetensorsFile, Weights};
 use image::{DynamicImage, RgbImage};
 
-struct Recorded {
-    json: serde_json::Value,
-    io: Weights,
-    file: SafetensorsFile,
-}
-
-impl Recorded {
-    fn open(name: &str) -> Self {
-        let path = |ext: &str| fixture(&format!("redux/runs/{name}.{ext}"));
-        Self {
-            json: serde_json::from_str(&std::fs::read_to_string(path("json")).unwrap()).unwrap(),
-            io: Weights::open(path("safetensors")).unwrap(),
-            file: SafetensorsFile::open(path("safetensors")).unwrap(),
-        }
-    }
-
-    fn values(&self, key: &str) -> Vec<f32> {
-        self.io.data(key).unwrap().to_vec::<f32>().unwrap()
-    }
-
-    /// Image `index` of a `[.., h, w, 3]` uint8 tensor.
-    fn image(&self, key: &str, index: usize) -> DynamicImage {
-        let shape: Vec<usize> = self.json["tensors"][key]["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
-        let [h, w] = [shape[shape.len() - 3], shape[shape.len() - 2]];
-        let bytes = self.file.bytes(key).unwrap();
-        let one = &bytes[index * h * w * 3..(index + 1) * h * w * 3];
-        DynamicImage::ImageRgb8(RgbImage::from_raw(w as u32, h as u32, one.to_vec()).unwrap())
-    }
+/// A recorded run of gen_redux.py (`redux/runs/<name>`).
+fn recorded(name: &str) -> Recorded {
+    Recorded::open(&format!("redux/runs/{name}"))
 }
 
 fn redux_files() -> ReduxFiles {
@@ -61,7 +30,7 @@ fn pipeline(t5_len: usize) -> Pipeline<B> {
 /// the embedder, each on its own.
 #[test]
 fn siglip_and_embedder_match_transformers() {
-    let run = Recorded::open("siglip");
+    let run = recorded("siglip");
     let device = Default::default();
     let files = redux_files();
     let processor =
@@ -102,29 +71,14 @@ fn siglip_and_embedder_match_transformers() {
 }
 
 fn check(name: &str, run: &Recorded, pipeline: &Pipeline<B>, request: &GenerateRequest) {
-    let out = pipeline.generate_float(request).unwrap();
-    let err = max_abs(&out, &run.values("image"));
-    let shape = &run.json["tensors"]["image"]["shape"];
-    let dim = |i: usize| shape[i].as_u64().unwrap() as usize;
-    let ours: Vec<u8> = flux::vae::rgb8_images(&out, dim(0), dim(1), dim(2))
-        .iter()
-        .flat_map(|im| im.as_raw().clone())
-        .collect();
-    let theirs = run.file.bytes("image_u8").unwrap();
-    let same = ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
-    eprintln!(
-        "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
-        same * 100.0
-    );
-    assert!(err <= 1e-3, "{name}: {err}");
-    assert!(same >= 0.999, "{name}: {same}");
+    run.check_images(name, &pipeline.generate_float(request).unwrap(), 0.999);
 }
 
 /// Image variation: no prompt (zeros for the text, as the prior without text encoders), one
 /// image, seeded.
 #[test]
 fn redux_variation_reproduces_diffusers() {
-    let run = Recorded::open("redux_variation");
+    let run = recorded("redux_variation");
     let p = pipeline(32);
     let request = GenerateRequest::new("")
         .with_size(48, 32)
@@ -139,7 +93,7 @@ fn redux_variation_reproduces_diffusers() {
 /// `[text, image] · strength` over the images. T5 at 512 tokens, as the prior hard-codes.
 #[test]
 fn redux_prompt_with_two_images_reproduces_diffusers() {
-    let run = Recorded::open("redux_prompt_two_images");
+    let run = recorded("redux_prompt_two_images");
     let p = pipeline(512);
     let mut request = GenerateRequest::new("a cat")
         .with_size(32, 32)

@@ -5,49 +5,35 @@
 //! (posterior samples of the init, masked and control images, the noise) must come in
 //! diffusers' order for the images to match.
 
-use crate::common::{B, bits, fixture, max_abs};
+use crate::common::{B, Recorded, bits, fixture, max_abs};
 use burn::tensor::{Tensor, TensorData};
 use flux::tools::{fill_mask, kontext_output_size, kontext_reference_size};
 use flux::{Error, GenerateRequest, LoraMode, MemoryMode, ModelFiles, Pipeline, Variant};
-use flux_io::{SafetensorsFile, Weights};
 use image::{DynamicImage, RgbImage};
 
-/// A recorded diffusers run of gen_tools.py.
-pub(crate) struct Recorded {
-    json: serde_json::Value,
-    io: Weights,
-    file: SafetensorsFile,
+/// A recorded diffusers run of gen_tools.py (`tools/runs/<name>`).
+pub(crate) fn recorded(name: &str) -> Recorded {
+    Recorded::open(&format!("tools/runs/{name}"))
 }
 
-impl Recorded {
-    pub(crate) fn open(name: &str) -> Self {
-        let path = |ext: &str| fixture(&format!("tools/runs/{name}.{ext}"));
-        Self {
-            json: serde_json::from_str(&std::fs::read_to_string(path("json")).unwrap()).unwrap(),
-            io: Weights::open(path("safetensors")).unwrap(),
-            file: SafetensorsFile::open(path("safetensors")).unwrap(),
-        }
-    }
-
-    fn values(&self, key: &str) -> Vec<f32> {
-        self.io.data(key).unwrap().to_vec::<f32>().unwrap()
-    }
-
-    fn usize(&self, key: &str) -> usize {
-        self.json[key].as_u64().unwrap() as usize
-    }
-
-    /// A `[h, w, 3]` uint8 image stored in the run.
-    pub(crate) fn image(&self, key: &str) -> DynamicImage {
-        let shape = &self.json["tensors"][key]["shape"];
-        let dim = |i: usize| shape[i].as_u64().unwrap() as u32;
-        let bytes = self.file.bytes(key).unwrap().to_vec();
-        DynamicImage::ImageRgb8(RgbImage::from_raw(dim(1), dim(0), bytes).unwrap())
-    }
-
+/// What the tools' tests read off a recorded run besides its tensors.
+pub(crate) trait ToolRun {
     /// The request as diffusers was called: prompts, size, steps, guidance, seed, images per
     /// prompt, negative prompt and true CFG.
-    pub(crate) fn request(&self) -> GenerateRequest {
+    fn request(&self) -> GenerateRequest;
+
+    /// Runs `request` and compares with the reference's float and 8-bit images: ≤ 1e-3, and
+    /// ≥ 99.9 % identical 8-bit values ([`HIGH_GUIDANCE_SAME`] above guidance 4).
+    fn check<Bk: burn::tensor::backend::Backend>(
+        &self,
+        name: &str,
+        pipeline: &Pipeline<Bk>,
+        request: &GenerateRequest,
+    );
+}
+
+impl ToolRun for Recorded {
+    fn request(&self) -> GenerateRequest {
         let j = &self.json;
         let prompts: Vec<String> = match &j["prompt"] {
             serde_json::Value::String(p) => vec![p.clone()],
@@ -72,9 +58,7 @@ impl Recorded {
         r
     }
 
-    /// Runs `request` and compares with the reference's float and 8-bit images: ≤ 1e-3, and
-    /// ≥ 99.9 % identical 8-bit values ([`HIGH_GUIDANCE_SAME`] above guidance 4).
-    pub(crate) fn check<Bk: burn::tensor::backend::Backend>(
+    fn check<Bk: burn::tensor::backend::Backend>(
         &self,
         name: &str,
         pipeline: &Pipeline<Bk>,
@@ -85,22 +69,7 @@ impl Recorded {
             _ => 0.999,
         };
         let out = pipeline.generate_float(request).unwrap();
-        let expected = self.values("image");
-        let err = max_abs(&out, &expected);
-        let (w, h) = (self.usize("width"), self.usize("height"));
-        let ours: Vec<u8> = flux::vae::rgb8_images(&out, request.batch_size(), h, w)
-            .iter()
-            .flat_map(|im| im.as_raw().clone())
-            .collect();
-        let theirs = self.file.bytes("image_u8").unwrap();
-        let same =
-            ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
-        eprintln!(
-            "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
-            same * 100.0
-        );
-        assert!(err <= 1e-3, "{name}: {err}");
-        assert!(same >= min_same, "{name}: {same}");
+        self.check_images(name, &out, min_same);
     }
 }
 
@@ -157,14 +126,14 @@ fn kontext_sizes_match_diffusers() {
 /// the ids with first coordinate 1 after the noisy tokens'.
 #[test]
 fn kontext_inputs_match_diffusers() {
-    let run = Recorded::open("kontext");
+    let run = recorded("kontext");
     let device = Default::default();
     let vae = flux_vae::load::<B>(
         fixture("tiny_pipeline/vae/diffusion_pytorch_model.safetensors"),
         &device,
     )
     .unwrap();
-    let reference = run.image("reference_image_u8").to_rgb8();
+    let reference = run.image("reference_image_u8", 0).to_rgb8();
     let pixels = flux_vae::image_to_tensor::<B>(&reference, &device);
     let tokens = flux_core::pack(vae.encode(pixels).unwrap()).unwrap();
     let tokens: Vec<f32> = tokens.into_data().to_vec().unwrap();
@@ -182,13 +151,13 @@ fn kontext_inputs_match_diffusers() {
 
 #[test]
 fn kontext_reproduces_diffusers() {
-    let run = Recorded::open("kontext");
+    let run = recorded("kontext");
     let pipeline = builder(None).variant(Variant::Kontext).build().unwrap();
     assert_eq!(pipeline.variant(), Variant::Kontext);
     let request = run
         .request()
         .with_latents(run.values("latents_in"))
-        .with_reference_image(run.image("reference_image_u8"))
+        .with_reference_image(run.image("reference_image_u8", 0))
         .with_max_area(run.usize("max_area"))
         .with_auto_resize(false);
     let plan = pipeline.resolve(&request).unwrap();
@@ -202,11 +171,11 @@ fn kontext_reproduces_diffusers() {
 /// Two prompts sharing one reference, a negative prompt through true CFG, seeded.
 #[test]
 fn kontext_batch_with_true_cfg_reproduces_diffusers() {
-    let run = Recorded::open("kontext_batch_cfg");
+    let run = recorded("kontext_batch_cfg");
     let pipeline = builder(None).variant(Variant::Kontext).build().unwrap();
     let request = run
         .request()
-        .with_reference_image(run.image("reference_image_u8"))
+        .with_reference_image(run.image("reference_image_u8", 0))
         .with_max_area(run.usize("max_area"))
         .with_auto_resize(false);
     run.check("kontext_batch_cfg", &pipeline, &request);
@@ -216,9 +185,9 @@ fn kontext_batch_with_true_cfg_reproduces_diffusers() {
 /// 256 channels, and the masked image.
 #[test]
 fn fill_inputs_match_diffusers() {
-    let run = Recorded::open("fill");
+    let run = recorded("fill");
     let device = Default::default();
-    let mask = fill_mask(&run.image("mask_image_u8"), 48, 32);
+    let mask = fill_mask(&run.image("mask_image_u8", 0), 48, 32);
     assert_eq!(bits(&mask), bits(&run.values("mask")));
     let mask_t = Tensor::<B, 4>::from_data(TensorData::new(mask, [1, 1, 32, 48]), &device);
     let packed: Vec<f32> = flux_core::pack_mask(mask_t.clone())
@@ -227,7 +196,7 @@ fn fill_inputs_match_diffusers() {
         .to_vec()
         .unwrap();
     assert_eq!(bits(&packed), bits(&run.values("mask_packed")));
-    let pixels = flux_vae::image_to_tensor::<B>(&run.image("init_image_u8").to_rgb8(), &device);
+    let pixels = flux_vae::image_to_tensor::<B>(&run.image("init_image_u8", 0).to_rgb8(), &device);
     let masked: Vec<f32> = (pixels * (mask_t.neg() + 1.0))
         .into_data()
         .to_vec()
@@ -246,17 +215,17 @@ const HIGH_GUIDANCE_SAME: f64 = 0.997;
 
 #[test]
 fn fill_reproduces_diffusers() {
-    let run = Recorded::open("fill");
+    let run = recorded("fill");
     let pipeline = builder(Some("tools/fill_transformer")).build().unwrap();
     assert_eq!(pipeline.variant(), Variant::Fill);
     let request = run
         .request()
-        .with_fill(run.image("init_image_u8"), run.image("mask_image_u8"));
+        .with_fill(run.image("init_image_u8", 0), run.image("mask_image_u8", 0));
     run.check("fill", &pipeline, &request);
     // Fill's defaults are FluxFillPipeline's: 50 steps, guidance 30.
     let defaults = GenerateRequest::new("x")
         .with_size(48, 32)
-        .with_fill(run.image("init_image_u8"), run.image("mask_image_u8"));
+        .with_fill(run.image("init_image_u8", 0), run.image("mask_image_u8", 0));
     let plan = pipeline.resolve(&defaults).unwrap();
     assert_eq!((plan.steps, plan.guidance), (50, Some(30.0)));
 }
@@ -264,26 +233,26 @@ fn fill_reproduces_diffusers() {
 /// Strength 0.6 (the last 3 of 5 steps) and two images per prompt, seeded.
 #[test]
 fn fill_with_strength_and_batch_reproduces_diffusers() {
-    let run = Recorded::open("fill_strength");
+    let run = recorded("fill_strength");
     let pipeline = builder(Some("tools/fill_transformer")).build().unwrap();
     let request = run
         .request()
         .with_init_image(
-            run.image("init_image_u8"),
+            run.image("init_image_u8", 0),
             run.json["strength"].as_f64().unwrap(),
         )
-        .with_mask(run.image("mask_image_u8"));
+        .with_mask(run.image("mask_image_u8", 0));
     run.check("fill_strength", &pipeline, &request);
 }
 
 #[test]
 fn control_reproduces_diffusers() {
-    let run = Recorded::open("control");
+    let run = recorded("control");
     let pipeline = builder(Some("tools/control_transformer")).build().unwrap();
     assert_eq!(pipeline.variant(), Variant::Control);
     let request = run
         .request()
-        .with_control_image(run.image("control_image_u8"));
+        .with_control_image(run.image("control_image_u8", 0));
     run.check("control", &pipeline, &request);
 }
 
@@ -292,7 +261,7 @@ fn control_reproduces_diffusers() {
 #[test]
 fn control_lora_reproduces_diffusers() {
     for (name, strength) in [("control_lora", 1.0), ("control_lora_075", 0.75)] {
-        let run = Recorded::open(name);
+        let run = recorded(name);
         let pipeline = builder(None)
             .lora(control_lora(), strength)
             .build()
@@ -302,10 +271,10 @@ fn control_lora_reproduces_diffusers() {
         assert_eq!(report.format, flux::LoraFormat::Control);
         let request = run
             .request()
-            .with_control_image(run.image("control_image_u8"));
+            .with_control_image(run.image("control_image_u8", 0));
         run.check(name, &pipeline, &request);
     }
-    let run = Recorded::open("control_lora_075");
+    let run = recorded("control_lora_075");
     let pipeline = builder(None)
         .lora(control_lora(), 1.0)
         .lora_mode(LoraMode::Runtime)
@@ -313,7 +282,7 @@ fn control_lora_reproduces_diffusers() {
         .unwrap();
     let request = run
         .request()
-        .with_control_image(run.image("control_image_u8"))
+        .with_control_image(run.image("control_image_u8", 0))
         .with_lora_scales([0.75]);
     run.check("control_lora_075 (run-time)", &pipeline, &request);
 }
@@ -374,13 +343,7 @@ fn wrong_tool_inputs_are_errors() {
 fn first_velocity(run: &Recorded, model: &flux_core::Flux<B>) -> f32 {
     let device = Default::default();
     let t = |key: &str| -> Tensor<B, 3> {
-        let shape = &run.json["tensors"][key]["shape"];
-        let dims: Vec<usize> = shape
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let dims = run.dims(key);
         let v = run.values(key);
         match dims.len() {
             2 => Tensor::from_data(TensorData::new(v, [1, dims[0], dims[1]]), &device),
@@ -417,7 +380,7 @@ fn first_velocity(run: &Recorded, model: &flux_core::Flux<B>) -> f32 {
 fn first_step_velocities_match_diffusers() {
     let device = Default::default();
     let fill = flux_core::load::<B>(fixture("tools/fill_transformer"), &device).unwrap();
-    let err = first_velocity(&Recorded::open("fill"), &fill);
+    let err = first_velocity(&recorded("fill"), &fill);
     eprintln!("fill first velocity: {err:.2e}");
     // Guidance 30: torch's exp (see HIGH_GUIDANCE_SAME) accounts for 2.72e-4 of it.
     assert!(err <= 3e-4, "fill: {err}");
@@ -435,7 +398,7 @@ fn first_step_velocities_match_diffusers() {
     // 26 layers (each with its lora_B bias) and 8 replaced norm scales.
     assert_eq!((applied.merged, applied.runtime), (34, 0));
     assert_eq!(control.config().in_channels, 128);
-    let err = first_velocity(&Recorded::open("control_lora"), &control);
+    let err = first_velocity(&recorded("control_lora"), &control);
     eprintln!("control LoRA first velocity: {err:.2e}");
     assert!(err <= 1e-4, "control LoRA: {err}");
 }

@@ -423,7 +423,7 @@ fn lora_runtime_and_merged_match_on_wgpu() {
 /// diffusers with the CPU's bars.
 #[test]
 fn tool_pipelines_match_diffusers_on_wgpu() {
-    use crate::tools::Recorded;
+    use crate::tools::{ToolRun, recorded};
     let Some(device) = device() else { return };
     let files = |transformer: Option<&str>| {
         flux::ModelFiles::from_dir_with(
@@ -439,10 +439,10 @@ fn tool_pipelines_match_diffusers_on_wgpu() {
         .t5_max_len(32)
         .build()
         .unwrap();
-    let run = Recorded::open("fill");
+    let run = recorded("fill");
     let request = run
         .request()
-        .with_fill(run.image("init_image_u8"), run.image("mask_image_u8"));
+        .with_fill(run.image("init_image_u8", 0), run.image("mask_image_u8", 0));
     run.check("fill (wgpu)", &fill, &request);
 
     let kontext = flux::Pipeline::<W>::builder()
@@ -452,10 +452,10 @@ fn tool_pipelines_match_diffusers_on_wgpu() {
         .variant(flux::Variant::Kontext)
         .build()
         .unwrap();
-    let run = Recorded::open("kontext_batch_cfg");
+    let run = recorded("kontext_batch_cfg");
     let request = run
         .request()
-        .with_reference_image(run.image("reference_image_u8"))
+        .with_reference_image(run.image("reference_image_u8", 0))
         .with_max_area(1024)
         .with_auto_resize(false);
     run.check("kontext_batch_cfg (wgpu)", &kontext, &request);

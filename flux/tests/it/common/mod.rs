@@ -121,3 +121,72 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+/// A recorded reference run: the script's JSON (call arguments, tensor shapes) beside a
+/// safetensors file of its tensors (`<stem>.json`, `<stem>.safetensors` under the fixtures).
+pub struct Recorded {
+    pub json: serde_json::Value,
+    io: Weights,
+    file: SafetensorsFile,
+}
+
+impl Recorded {
+    /// The run at `stem` (e.g. `tools/runs/fill`).
+    pub fn open(stem: &str) -> Self {
+        let path = |ext: &str| fixture(&format!("{stem}.{ext}"));
+        Self {
+            json: serde_json::from_str(&std::fs::read_to_string(path("json")).unwrap()).unwrap(),
+            io: Weights::open(path("safetensors")).unwrap(),
+            file: SafetensorsFile::open(path("safetensors")).unwrap(),
+        }
+    }
+
+    /// A float tensor's values, as f32.
+    pub fn values(&self, key: &str) -> Vec<f32> {
+        self.io.data(key).unwrap().to_vec::<f32>().unwrap()
+    }
+
+    /// An integer argument of the call.
+    pub fn usize(&self, key: &str) -> usize {
+        self.json[key].as_u64().unwrap() as usize
+    }
+
+    /// A stored tensor's shape.
+    pub fn dims(&self, key: &str) -> Vec<usize> {
+        self.json["tensors"][key]["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect()
+    }
+
+    /// Image `index` of a `[.., h, w, 3]` uint8 tensor.
+    pub fn image(&self, key: &str, index: usize) -> image::DynamicImage {
+        let dims = self.dims(key);
+        let [h, w] = [dims[dims.len() - 3], dims[dims.len() - 2]];
+        let bytes = self.file.bytes(key).unwrap();
+        let one = bytes[index * h * w * 3..(index + 1) * h * w * 3].to_vec();
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(w as u32, h as u32, one).unwrap())
+    }
+
+    /// Compares `out` (images as floats, `[b, h, w, 3]`) with the run's `image` and
+    /// `image_u8`: max abs error ≤ 1e-3 and at least `min_same` identical 8-bit values.
+    pub fn check_images(&self, name: &str, out: &[f32], min_same: f64) {
+        let err = max_abs(out, &self.values("image"));
+        let dims = self.dims("image");
+        let ours: Vec<u8> = flux::vae::rgb8_images(out, dims[0], dims[1], dims[2])
+            .iter()
+            .flat_map(|im| im.as_raw().clone())
+            .collect();
+        let theirs = self.file.bytes("image_u8").unwrap();
+        let same =
+            ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
+        eprintln!(
+            "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
+            same * 100.0
+        );
+        assert!(err <= 1e-3, "{name}: {err}");
+        assert!(same >= min_same, "{name}: {same}");
+    }
+}
