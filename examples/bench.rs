@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::sizes::Size;
@@ -76,6 +76,10 @@ struct Args {
     /// `merged` (into the weights) or `runtime` (beside them, every step).
     #[arg(long, global = true, default_value = "runtime")]
     lora_mode: String,
+    /// Leave glibc's allocator as it starts (by default the bench calls
+    /// `flux::retain_freed_memory`, as the CLI and the server do).
+    #[arg(long, global = true)]
+    system_malloc: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +104,10 @@ enum Workload {
     Sampler,
     /// The torch-compatible initial noise of a square image; `--size` is its side in pixels.
     Noise,
+    /// One matrix product `[m, k] · [k, n]` in `--dtype`; `--size` is `MxKxN` (FLUX.1's at
+    /// 1024x1024: 4608x3072x3072 attention out, 4608x3072x9216 qkv, 4608x3072x12288 MLP up,
+    /// 4608x12288x3072 MLP down). Prints GFLOP/s.
+    Matmul,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,6 +126,10 @@ enum BackendKind {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.system_malloc {
+        // As the CLI and the server run.
+        flux::retain_freed_memory();
+    }
     let result = match args.backend {
         BackendKind::Flex => run::<burn::backend::Flex>(&args, &Default::default()),
         BackendKind::Ndarray => run::<burn::backend::NdArray<f32>>(&args, &Default::default()),
@@ -146,7 +158,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             );
             let model = config.init::<B>(device);
             let ids = text_step::token_ids::<B>(n, config.vocab_size, 1, device);
-            return time_runs(args, || Ok(model.try_forward(ids.clone())?.abs().mean()));
+            return time_runs(args, || Ok(model.try_forward(ids.clone())?.abs().mean())).map(drop);
         }
         Workload::Clip => {
             let (config, n) = text_step::clip_size(&args.size).ok_or_else(unknown)?;
@@ -156,7 +168,32 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             );
             let model = config.init::<B>(device);
             let ids = text_step::token_ids::<B>(n, config.vocab_size, config.eos_token_id, device);
-            return time_runs(args, || Ok(model.forward(ids.clone()).pooled.abs().mean()));
+            return time_runs(args, || Ok(model.forward(ids.clone()).pooled.abs().mean()))
+                .map(drop);
+        }
+        Workload::Matmul => {
+            let dims: Vec<usize> = args
+                .size
+                .split('x')
+                .filter_map(|d| d.parse().ok())
+                .collect();
+            let [m, k, n] = dims[..] else {
+                return Err(format!("--size {:?}: MxKxN for matmul", args.size).into());
+            };
+            let dtype = float_dtype(&args.dtype)?;
+            let a = Tensor::<B, 2>::random([m, k], Distribution::Default, device).cast(dtype);
+            let b = Tensor::<B, 2>::random([k, n], Distribution::Default, device).cast(dtype);
+            println!("matmul [{m}, {k}] x [{k}, {n}] {dtype:?}");
+            let flop = 2.0 * (m * k * n) as f64;
+            println!("gflop {:.1}", flop / 1e9);
+            return time_runs(args, || {
+                let y = a.clone().matmul(b.clone());
+                Ok(y.narrow(0, 0, 1)
+                    .narrow(1, 0, 1)
+                    .reshape([1])
+                    .cast(FloatDType::F32))
+            })
+            .map(|ms| println!("gflops {:.1}", flop / ms / 1e6));
         }
         Workload::Vae => {
             let (config, side) = vae_step::vae_size(&args.size).ok_or_else(unknown)?;
@@ -164,14 +201,14 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             config.validate()?;
             let model = config.init::<B>(device);
             let latents = vae_step::latents::<B>(&config, side, device);
-            return time_runs(args, || Ok(model.decode(latents.clone())?.abs().mean()));
+            return time_runs(args, || Ok(model.decode(latents.clone())?.abs().mean())).map(drop);
         }
         Workload::Sampler => {
             let (steps, side, shifted) =
                 sampler_step::sampler_size(&args.size).ok_or_else(unknown)?;
             println!("sampler {}: {steps} steps, {side}x{side} image", args.size);
             let sampler = sampler_step::SamplerLoop::<B>::new(steps, side, shifted, device)?;
-            return time_runs(args, || Ok(sampler.run()?));
+            return time_runs(args, || Ok(sampler.run()?)).map(drop);
         }
         Workload::Noise => {
             let side: usize = args.size.parse().map_err(|_| unknown())?;
@@ -185,7 +222,8 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
                 side / 8,
                 side / 8
             );
-            return time_runs(args, || Ok(sampler_step::noise::<B>(side, device)?.mean()));
+            return time_runs(args, || Ok(sampler_step::noise::<B>(side, device)?.mean()))
+                .map(drop);
         }
         Workload::Transformer { .. } => {}
     }
@@ -198,7 +236,12 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
             construct_only,
             offload_blocks,
         } => transformer::<B>(args, &size, construct_only, offload_blocks, device),
-        Workload::T5 | Workload::Clip | Workload::Vae | Workload::Sampler | Workload::Noise => {
+        Workload::T5
+        | Workload::Clip
+        | Workload::Vae
+        | Workload::Sampler
+        | Workload::Noise
+        | Workload::Matmul => {
             unreachable!("handled above")
         }
     }
@@ -228,12 +271,7 @@ fn transformer<B: Backend>(
         size.n_img(),
         size.n_txt
     );
-    let dtype = match args.dtype.as_str() {
-        "f32" => FloatDType::F32,
-        "bf16" => FloatDType::BF16,
-        "f16" => FloatDType::F16,
-        other => return Err(format!("--dtype {other}: one of f32, bf16, f16").into()),
-    };
+    let dtype = float_dtype(&args.dtype)?;
     let start = Instant::now();
     if let Some(path) = &args.checkpoint {
         let options = flux_core::LoadConfig {
@@ -312,11 +350,21 @@ fn transformer<B: Backend>(
             start.elapsed().as_secs_f64() * 1e3
         );
     }
-    times_of(args, &step)
+    times_of(args, &step).map(drop)
+}
+
+/// `--dtype`'s float type.
+fn float_dtype(name: &str) -> Result<FloatDType, Box<dyn Error>> {
+    Ok(match name {
+        "f32" => FloatDType::F32,
+        "bf16" => FloatDType::BF16,
+        "f16" => FloatDType::F16,
+        other => return Err(format!("--dtype {other}: one of f32, bf16, f16").into()),
+    })
 }
 
 /// Times `args.reps` steps after `args.warmup` (the first output checked for finiteness).
-fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<(), Box<dyn Error>> {
+fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<f64, Box<dyn Error>> {
     let mut times = Vec::with_capacity(args.reps);
     let mut cpu = Vec::with_capacity(args.reps);
     for i in 0..args.warmup + args.reps {
@@ -347,7 +395,7 @@ fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<(), Box<dyn Error
 fn time_runs<B: Backend>(
     args: &Args,
     f: impl Fn() -> Result<Tensor<B, 1>, Box<dyn Error>>,
-) -> Result<(), Box<dyn Error>> {
+) -> Result<f64, Box<dyn Error>> {
     let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for i in 0..args.warmup + args.reps {
         let (start, cpu_start) = (Instant::now(), cpu_ms());
@@ -367,7 +415,7 @@ fn time_runs<B: Backend>(
 }
 
 /// Prints the timings; the last line is `median_ms <wall-clock median>`.
-fn report(times: &[f64], cpu: &[f64]) -> Result<(), Box<dyn Error>> {
+fn report(times: &[f64], cpu: &[f64]) -> Result<f64, Box<dyn Error>> {
     if times.is_empty() {
         return Err("--reps must be at least 1".into());
     }
@@ -378,7 +426,7 @@ fn report(times: &[f64], cpu: &[f64]) -> Result<(), Box<dyn Error>> {
         println!("cpu_median_ms {:.0}", median(cpu));
     }
     println!("median_ms {:.2}", median(times));
-    Ok(())
+    Ok(median(times))
 }
 
 fn median(values: &[f64]) -> f64 {

@@ -231,6 +231,8 @@ mod backends {
 }
 
 fn main() -> ExitCode {
+    // Freed activations stay in the process for the next step (no page faults per step).
+    flux::retain_freed_memory();
     let args = Args::parse();
     let result = match args.device {
         DeviceArg::Cpu => run::<backends::Cpu>(&args),

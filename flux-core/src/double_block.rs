@@ -7,7 +7,6 @@ use burn::tensor::backend::Backend;
 use crate::attention::{SelfAttention, attention};
 use crate::mlp::Mlp;
 use crate::modulation::Modulation;
-use crate::norm::layer_norm;
 use crate::rope::RopeTable;
 
 /// BFL `DoubleStreamBlock`.
@@ -66,10 +65,10 @@ impl<B: Backend> DoubleStreamBlock<B> {
 
         let (img_q, img_k, img_v) = self
             .img_attn
-            .qkv(img_mod1.modulate(layer_norm(img.clone())), self.num_heads);
+            .qkv(img_mod1.norm_modulate(img.clone()), self.num_heads);
         let (txt_q, txt_k, txt_v) = self
             .txt_attn
-            .qkv(txt_mod1.modulate(layer_norm(txt.clone())), self.num_heads);
+            .qkv(txt_mod1.norm_modulate(txt.clone()), self.num_heads);
 
         let q = Tensor::cat(vec![txt_q, img_q], 2);
         let k = Tensor::cat(vec![txt_k, img_k], 2);
@@ -81,12 +80,12 @@ impl<B: Backend> DoubleStreamBlock<B> {
         let img_attn = attn.narrow(1, n_txt, n_img);
 
         let img = img + self.img_attn.proj.forward(img_attn) * img_mod1.gate;
-        let img = img.clone()
-            + self.img_mlp.forward(img_mod2.modulate(layer_norm(img))) * img_mod2.gate.clone();
+        let img =
+            img.clone() + self.img_mlp.forward(img_mod2.norm_modulate(img)) * img_mod2.gate.clone();
 
         let txt = txt + self.txt_attn.proj.forward(txt_attn) * txt_mod1.gate;
-        let txt = txt.clone()
-            + self.txt_mlp.forward(txt_mod2.modulate(layer_norm(txt))) * txt_mod2.gate.clone();
+        let txt =
+            txt.clone() + self.txt_mlp.forward(txt_mod2.norm_modulate(txt)) * txt_mod2.gate.clone();
         (img, txt)
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use flux_io::nn::Linear;
 
-use crate::norm::layer_norm;
+use flux_io::ops;
 
 /// BFL `LastLayer` (checkpoint `final_layer.*`; the modulation is `adaLN_modulation.1`).
 #[derive(Module, Debug)]
@@ -38,6 +38,7 @@ impl<B: Backend> LastLayer<B> {
             chunks.next().expect("2 chunks"),
             chunks.next().expect("2 chunks"),
         );
-        self.linear.forward(layer_norm(x) * (scale + 1.0) + shift)
+        self.linear
+            .forward(ops::layer_norm_modulate(x, scale, shift))
     }
 }

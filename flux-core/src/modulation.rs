@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use flux_io::nn::Linear;
+use flux_io::ops;
 
 /// One (shift, scale, gate) triple, each `[b, 1, hidden]`.
 #[derive(Debug, Clone)]
@@ -18,12 +19,13 @@ pub struct ModulationOut<B: Backend> {
 }
 
 impl<B: Backend> ModulationOut<B> {
-    /// `(1 + scale) * x + shift`.
+    /// `(1 + scale) * LayerNorm(x) + shift`: the block's norm (no affine, eps 1e-6) and its
+    /// modulation, one fused op on the host backends.
     ///
     /// # Shapes
     /// - x: `[b, seq, hidden]` -> `[b, seq, hidden]`
-    pub fn modulate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x * (self.scale.clone() + 1.0) + self.shift.clone()
+    pub fn norm_modulate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        ops::layer_norm_modulate(x, self.scale.clone(), self.shift.clone())
     }
 }
 

@@ -1,9 +1,10 @@
-//! Normalisations: RMSNorm with a learned scale (q/k norm), LayerNorm without affine.
+//! RMSNorm with a learned scale (q/k norm); the LayerNorm and its modulation are
+//! `flux_io::ops::layer_norm_modulate` (`ModulationOut::norm_modulate`).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use flux_io::ops::in_f32;
+use flux_io::ops;
 
 /// RMSNorm over the last dimension with a learned `scale` (BFL `RMSNorm`, eps 1e-6).
 /// Statistics are computed in f32 whatever the model's dtype.
@@ -24,13 +25,7 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[..., dim]` -> `[..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let normed = in_f32(x, |x| {
-            // A division, not `* sqrt(..).recip()`: burn-ndarray's SIMD `recip` is the
-            // hardware estimate (`rcp`, ~12-14 correct bits), far short of f32.
-            let rms = (x.clone().powi_scalar(2).mean_dim(D - 1) + 1e-6).sqrt();
-            x / rms
-        });
-        normed * self.scale.val().unsqueeze()
+        ops::rms_norm(x, self.scale.val())
     }
 }
 
@@ -57,17 +52,4 @@ impl<B: Backend> QkNorm<B> {
     pub fn forward(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         (self.query_norm.forward(q), self.key_norm.forward(k))
     }
-}
-
-/// LayerNorm over the last dimension without learned affine (eps 1e-6), computed in f32.
-///
-/// # Shapes
-/// - x: `[..., dim]` -> `[..., dim]`
-pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    in_f32(x, |x| {
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
-        centered / (var + 1e-6).sqrt()
-    })
 }

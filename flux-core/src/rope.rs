@@ -5,12 +5,14 @@
 //! `omega_i = theta^(-2i/d)`. Tables are computed on the host in f64 and kept in f32 whatever the
 //! model's dtype (bf16 cannot hold positions above 256 exactly).
 
+use std::sync::Arc;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::f32_tensor::f32_tensor;
 use crate::{Error, Result};
-use flux_io::ops::in_f32;
+use flux_io::ops;
 
 /// The cos/sin tables for one sequence of positions.
 ///
@@ -27,6 +29,8 @@ pub struct RopeTable<B: Backend> {
     sin_full: Tensor<B, 3>,
     /// `[head_dim, head_dim]`: `x @ rot` maps each pair `(x0, x1)` to `(-x1, x0)` exactly.
     rot: Tensor<B, 2>,
+    /// The per-pair tables on the host, `[b * seq * head_dim / 2]`, for the host kernel.
+    host: Arc<(Vec<f32>, Vec<f32>)>,
 }
 
 impl<B: Backend> RopeTable<B> {
@@ -50,6 +54,7 @@ impl<B: Backend> RopeTable<B> {
             sin_full: f32_tensor::<B, 3>(full(&sin), [b, 1, seq * d], device),
             rot: f32_tensor::<B, 2>(rot, [d, d], device),
             dims: [b, seq, half],
+            host: Arc::new((cos, sin)),
         }
     }
 }
@@ -129,7 +134,11 @@ impl EmbedNd {
 /// - x: `[b, heads, seq, head_dim]`, table `[b, 1, seq, head_dim / 2]` -> `[b, heads, seq, head_dim]`
 pub fn apply_rope<B: Backend>(x: Tensor<B, 4>, pe: &RopeTable<B>) -> Tensor<B, 4> {
     let [b, h, seq, d] = x.dims();
-    in_f32(x, |x| {
+    let x = match ops::rotate_pairs_on_host(x, &pe.host.0, &pe.host.1) {
+        Ok(rotated) => return rotated,
+        Err(x) => x,
+    };
+    ops::in_f32(x, |x| {
         let rotated = x.clone().matmul(pe.rot.clone().unsqueeze::<4>());
         // Flattened to [b, heads, seq * d] so the tables broadcast over heads as whole rows.
         let flat = |t: Tensor<B, 4>| t.reshape([b, h, seq * d]);

@@ -7,7 +7,7 @@ use flux_io::nn::Linear;
 
 use crate::attention::{attention, split_qkv};
 use crate::modulation::Modulation;
-use crate::norm::{QkNorm, layer_norm};
+use crate::norm::QkNorm;
 use crate::rope::RopeTable;
 use flux_io::ops::gelu_tanh;
 
@@ -47,7 +47,7 @@ impl<B: Backend> SingleStreamBlock<B> {
     /// - returns `[b, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>, vec: Tensor<B, 2>, pe: &RopeTable<B>) -> Tensor<B, 3> {
         let (modulation, _) = self.modulation.forward(vec);
-        let x_mod = modulation.modulate(layer_norm(x.clone()));
+        let x_mod = modulation.norm_modulate(x.clone());
         let fused = self.linear1.forward(x_mod);
         let [_, _, width] = fused.dims();
         let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);

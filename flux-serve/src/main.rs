@@ -87,6 +87,8 @@ enum DtypeArg {
 }
 
 fn main() -> ExitCode {
+    // Freed activations stay in the process for the next step (no page faults per step).
+    flux::retain_freed_memory();
     let args = Args::parse();
     let engine = match args.device {
         DeviceArg::Cpu => build::<burn::backend::Flex>(&args),

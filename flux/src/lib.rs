@@ -25,6 +25,7 @@ pub use flux_sampler as sampler;
 pub use flux_text as text;
 pub use flux_vae as vae;
 
+mod allocator;
 mod error;
 mod files;
 #[cfg(feature = "hub")]
@@ -38,6 +39,7 @@ mod request;
 pub mod tools;
 mod variant;
 
+pub use allocator::retain_freed_memory;
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
 pub use flux_core::{QuantType, Quantization};

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 /// Lanes the loops are written for (two SSE or one AVX register of f32).
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// `e^x` for f32, vectorisable: Cody-Waite range reduction `x = n ln2 + r`, `|r| <= ln2/2`,
 /// a degree-6 Taylor polynomial for `e^r` and `2^n` built from its exponent bits: within 3e-7
