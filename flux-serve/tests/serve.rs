@@ -347,24 +347,22 @@ fn an_api_key_guards_every_route() {
         api_key: Some("s3cret".into()),
         ..config(8)
     });
+    let with_key = |route: &str, key: &str| {
+        let bearer = format!("Bearer {key}");
+        reply(
+            agent()
+                .get(&format!("{base}{route}"))
+                .set("authorization", &bearer)
+                .call(),
+        )
+        .0
+    };
     for route in ["/healthz", "/v1/models", "/", "/v1/jobs/x"] {
         let (status, body) = get_json(&format!("{base}{route}"));
         assert_error(status, &body, 401, "API key");
-        let (status, _) = reply(
-            agent()
-                .get(&format!("{base}{route}"))
-                .set("authorization", "Bearer wrong")
-                .call(),
-        );
-        assert_eq!(status, 401);
+        assert_eq!(with_key(route, "wrong"), 401);
     }
-    let (status, _) = reply(
-        agent()
-            .get(&format!("{base}/healthz"))
-            .set("authorization", "Bearer s3cret")
-            .call(),
-    );
-    assert_eq!(status, 200);
+    assert_eq!(with_key("/healthz", "s3cret"), 200);
     let (status, _) = get_json(&format!("{base}/healthz?api_key=s3cret"));
     assert_eq!(status, 200);
     let (status, body) = post_json(

@@ -10,7 +10,7 @@ mod rope;
 
 pub use activation::{gelu_tanh, quick_gelu};
 pub use attention::{SCORE_BUDGET, attention, attention_f32};
-pub use norm::{layer_norm, layer_norm_modulate, rms_norm};
+pub use norm::{layer_norm_modulate, rms_norm};
 pub use precision::in_f32;
 pub use rope::rotate_pairs_on_host;
 

@@ -11,11 +11,11 @@ use crate::kernels::host::map_host_f32;
 use crate::kernels::norm::{layer_norm_modulate_rows, rms_norm_rows};
 
 /// LayerNorm without affine over the last dimension (eps 1e-6), computed in f32 and returned in
-/// `x`'s dtype.
+/// `x`'s dtype: [`layer_norm_modulate`]'s burn-op path.
 ///
 /// # Shapes
 /// - x: `[..., dim]` -> `[..., dim]`
-pub fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+fn layer_norm<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     in_f32(x, |x| {
         let mean = x.clone().mean_dim(D - 1);
         let centered = x - mean;

@@ -16,12 +16,8 @@ pub(crate) fn recorded(name: &str) -> Recorded {
     Recorded::open(&format!("tools/runs/{name}"))
 }
 
-/// What the tools' tests read off a recorded run besides its tensors.
+/// The tools' image check on a recorded run.
 pub(crate) trait ToolRun {
-    /// The request as diffusers was called: prompts, size, steps, guidance, seed, images per
-    /// prompt, negative prompt and true CFG.
-    fn request(&self) -> GenerateRequest;
-
     /// Runs `request` and compares with the reference's float and 8-bit images: ≤ 1e-3, and
     /// ≥ 99.9 % identical 8-bit values ([`HIGH_GUIDANCE_SAME`] above guidance 4).
     fn check<Bk: burn::tensor::backend::Backend>(
@@ -33,31 +29,6 @@ pub(crate) trait ToolRun {
 }
 
 impl ToolRun for Recorded {
-    fn request(&self) -> GenerateRequest {
-        let j = &self.json;
-        let prompts: Vec<String> = match &j["prompt"] {
-            serde_json::Value::String(p) => vec![p.clone()],
-            serde_json::Value::Array(ps) => {
-                ps.iter().map(|p| p.as_str().unwrap().to_string()).collect()
-            }
-            other => panic!("prompt {other}"),
-        };
-        let mut r = GenerateRequest::batch(prompts)
-            .with_size(self.usize("width"), self.usize("height"))
-            .with_steps(self.usize("num_inference_steps"))
-            .with_guidance(j["guidance_scale"].as_f64().unwrap() as f32)
-            .with_seed(j["seed"].as_u64().unwrap());
-        if let Some(n) = j["num_images_per_prompt"].as_u64() {
-            r = r.with_images_per_prompt(n as usize);
-        }
-        if let Some(neg) = j["negative_prompt"].as_str() {
-            r = r
-                .with_negative_prompt(neg)
-                .with_true_cfg(j["true_cfg_scale"].as_f64().unwrap() as f32);
-        }
-        r
-    }
-
     fn check<Bk: burn::tensor::backend::Backend>(
         &self,
         name: &str,

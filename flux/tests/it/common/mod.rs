@@ -25,50 +25,13 @@ pub struct Run {
 /// The request of a recorded run (its prompt, size, steps, guidance and initial latents) and
 /// the reference's images, float in [0, 1] and 8-bit.
 pub fn run(name: &str) -> Run {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture(&format!("tiny_pipeline_runs/{name}.json"))).unwrap(),
-    )
-    .unwrap();
-    let io = Weights::open(fixture(&format!("tiny_pipeline_runs/{name}.safetensors"))).unwrap();
-    let prompts: Vec<String> = match &json["prompt"] {
-        serde_json::Value::String(p) => vec![p.clone()],
-        serde_json::Value::Array(ps) => {
-            ps.iter().map(|p| p.as_str().unwrap().to_string()).collect()
-        }
-        other => panic!("prompt {other}"),
-    };
-    let size = |k: &str| json[k].as_u64().unwrap() as usize;
-    let mut request = GenerateRequest::batch(prompts)
-        .with_size(size("width"), size("height"))
-        .with_steps(size("num_inference_steps"))
-        .with_latents(io.data("latents_in").unwrap().to_vec::<f32>().unwrap());
-    if let Some(g) = json["guidance_scale"].as_f64() {
-        request = request.with_guidance(g as f32);
-    }
-    if let Some(n) = json["num_images_per_prompt"].as_u64() {
-        request = request.with_images_per_prompt(n as usize);
-    }
-    match &json["negative_prompt"] {
-        serde_json::Value::String(p) => request = request.with_negative_prompt(p.as_str()),
-        serde_json::Value::Array(ps) => {
-            request = request.with_negative_prompts(ps.iter().map(|p| p.as_str().unwrap()))
-        }
-        _ => {}
-    }
-    if let Some(s) = json["true_cfg_scale"].as_f64() {
-        request = request.with_true_cfg(s as f32);
-    }
+    let recorded = Recorded::open(&format!("tiny_pipeline_runs/{name}"));
     Run {
-        request,
-        expected: io.data("image").unwrap().to_vec::<f32>().unwrap(),
-        // u8 is not a float dtype for the weight loader: read the raw bytes.
-        expected_u8: SafetensorsFile::open(fixture(&format!(
-            "tiny_pipeline_runs/{name}.safetensors"
-        )))
-        .unwrap()
-        .bytes("image_u8")
-        .unwrap()
-        .to_vec(),
+        request: recorded
+            .request()
+            .with_latents(recorded.values("latents_in")),
+        expected: recorded.values("image"),
+        expected_u8: recorded.bytes("image_u8"),
     }
 }
 
@@ -146,6 +109,47 @@ impl Recorded {
         self.io.data(key).unwrap().to_vec::<f32>().unwrap()
     }
 
+    /// The raw bytes of a stored tensor (u8 is not a float dtype for the weight loader).
+    pub fn bytes(&self, key: &str) -> Vec<u8> {
+        self.file.bytes(key).unwrap().to_vec()
+    }
+
+    /// The request as the reference was called: prompts, size, steps, and where the call gave
+    /// them guidance, seed, images per prompt, negative prompt(s) and true CFG scale.
+    pub fn request(&self) -> GenerateRequest {
+        let j = &self.json;
+        let prompts: Vec<String> = match &j["prompt"] {
+            serde_json::Value::String(p) => vec![p.clone()],
+            serde_json::Value::Array(ps) => {
+                ps.iter().map(|p| p.as_str().unwrap().to_string()).collect()
+            }
+            other => panic!("prompt {other}"),
+        };
+        let mut r = GenerateRequest::batch(prompts)
+            .with_size(self.usize("width"), self.usize("height"))
+            .with_steps(self.usize("num_inference_steps"));
+        if let Some(g) = j["guidance_scale"].as_f64() {
+            r = r.with_guidance(g as f32);
+        }
+        if let Some(seed) = j["seed"].as_u64() {
+            r = r.with_seed(seed);
+        }
+        if let Some(n) = j["num_images_per_prompt"].as_u64() {
+            r = r.with_images_per_prompt(n as usize);
+        }
+        match &j["negative_prompt"] {
+            serde_json::Value::String(p) => r = r.with_negative_prompt(p.as_str()),
+            serde_json::Value::Array(ps) => {
+                r = r.with_negative_prompts(ps.iter().map(|p| p.as_str().unwrap()))
+            }
+            _ => {}
+        }
+        if let Some(s) = j["true_cfg_scale"].as_f64() {
+            r = r.with_true_cfg(s as f32);
+        }
+        r
+    }
+
     /// An integer argument of the call.
     pub fn usize(&self, key: &str) -> usize {
         self.json[key].as_u64().unwrap() as usize
@@ -179,9 +183,9 @@ impl Recorded {
             .iter()
             .flat_map(|im| im.as_raw().clone())
             .collect();
-        let theirs = self.file.bytes("image_u8").unwrap();
+        let theirs = self.bytes("image_u8");
         let same =
-            ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
+            ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
         eprintln!(
             "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
             same * 100.0
