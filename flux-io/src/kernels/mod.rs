@@ -1,7 +1,10 @@
 //! The CPU fast paths behind [`crate::ops`]: which backend gets them ([`backend`]) and the
-//! vectorised loops themselves ([`host`], [`norm`], [`rope`]).
+//! vectorised loops themselves ([`host`], [`norm`], [`rope`]), and products with a weight
+//! made tile by tile ([`gemm`]).
 
 pub(crate) mod backend;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub(crate) mod gemm;
 pub(crate) mod host;
 pub(crate) mod norm;
 pub(crate) mod rope;

@@ -58,9 +58,9 @@ impl<B: Backend> Linear<B> {
         }
         let bias = self.bias.as_ref().map(Param::val);
         if self.packed.is_present()
-            && let Some(y) = self.packed.matmul_few(&x)
+            && let Some(y) = self.packed.matmul_host(&x)
         {
-            // A few rows on a CPU backend: straight from the packed form.
+            // On a CPU backend: from the packed form, tile by tile.
             let y = y.cast(float_dtype(x.dtype()));
             let y = match bias {
                 Some(b) => y + b.cast(float_dtype(x.dtype())).unsqueeze(),

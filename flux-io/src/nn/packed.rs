@@ -337,16 +337,20 @@ impl<B: Backend> Packed<B> {
         )
     }
 
-    /// `x Wᵀ` computed from the packed form on the host threads, without materialising `W`,
-    /// when that is the cheaper way: a CPU backend and at most [`FEW_ROWS`] input rows (the
-    /// modulation layers' one vector per image). `None` otherwise.
+    /// `x Wᵀ` computed from the packed form on the host threads, without a whole f32 copy of
+    /// `W`, on the CPU backends: at most [`FEW_ROWS`] input rows (the modulation layers' one
+    /// vector per image, any dtype) by dotting each decoded weight row with them; more f32
+    /// rows by dequantizing tiles of weight rows into per-thread buffers that `gemm` multiplies
+    /// while they are in cache. `None` elsewhere (GPU backends; half-precision inputs with many
+    /// rows), where the caller dequantizes and multiplies.
     ///
     /// # Shapes
     /// - x: `[..., cols]` -> `[..., rows]` (f32)
-    pub(crate) fn matmul_few<const D: usize>(&self, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    pub(crate) fn matmul_host<const D: usize>(&self, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
         let dims = x.dims();
         let m: usize = dims[..D - 1].iter().product();
-        if !is_cpu::<B>() || m > FEW_ROWS {
+        let few = m <= FEW_ROWS;
+        if !is_cpu::<B>() || !(few || (TILED && x.dtype() == burn::tensor::DType::F32)) {
             return None;
         }
         let parts = self.host_parts();
@@ -356,7 +360,12 @@ impl<B: Backend> Packed<B> {
             .convert::<f32>()
             .into_vec()
             .expect("f32 after convert");
-        let y = parts.view().matmul_few(&values, m, host_threads::<B>());
+        let threads = host_threads::<B>();
+        let y = if few {
+            parts.view().matmul_few(&values, m, threads)
+        } else {
+            tiled(&parts.view(), &values, m, threads)
+        };
         let mut shape = dims;
         shape[D - 1] = parts.rows;
         Some(Tensor::from_data(
@@ -426,8 +435,23 @@ impl<B: Backend> Packed<B> {
     }
 }
 
-/// Input rows up to which [`Packed::matmul_few`] multiplies from the packed form.
+/// Input rows up to which [`Packed::matmul_host`] dots decoded weight rows with the inputs
+/// (above it, tiles and `gemm`).
 const FEW_ROWS: usize = 8;
+
+/// Whether the tiled host product is compiled in (it needs `gemm`, which comes with the CPU
+/// backends' features).
+const TILED: bool = cfg!(any(feature = "flex", feature = "ndarray"));
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+fn tiled(host: &HostPacked<'_>, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+    host.matmul(x, m, threads)
+}
+
+#[cfg(not(any(feature = "flex", feature = "ndarray")))]
+fn tiled(_: &HostPacked<'_>, _: &[f32], _: usize, _: usize) -> Vec<f32> {
+    unreachable!("the tiled product needs a CPU backend feature")
+}
 
 /// A packed weight's parts read back to the host.
 struct HostParts {
@@ -606,6 +630,40 @@ mod tests {
     use crate::gguf::{GgmlType, GgufFile};
     use burn::backend::Flex;
 
+    fn packed_from(data: PackedData) -> Packed<Flex> {
+        let device = Default::default();
+        let parts = Packed::<Flex>::upload(data, &device);
+        Packed::<Flex> {
+            codes: Param::initialized(ParamId::new(), parts.codes),
+            factors: Param::from_tensor(parts.factors),
+            sub: parts.sub.map_or_else(
+                || placeholder_int(&device),
+                |t| Param::initialized(ParamId::new(), t),
+            ),
+            codebook: parts
+                .codebook
+                .map_or_else(|| placeholder_float(&device), Param::from_tensor),
+        }
+    }
+
+    /// The tiled product over several tiles of output columns, the last one partial and not
+    /// a whole band of rows, for a type with offsets and for fp8's codebook.
+    #[test]
+    fn tiled_products_cover_partial_tiles() {
+        use crate::quant::QuantType;
+        let (rows, cols) = (crate::kernels::gemm::TILE + 45, 96);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 104_729 % 1009) as f32 - 504.0) / 300.0)
+            .collect();
+        for ty in [QuantType::Q4_1, QuantType::Fp8] {
+            let data = PackedData::quantize(ty, &values, rows, cols, "w")
+                .unwrap()
+                .unwrap();
+            let packed = packed_from(data);
+            products_match_the_dequantized_weight(&packed, ty, rows, cols);
+        }
+    }
+
     /// The host path and the tensor-op path give the same bits for every block type.
     #[test]
     fn host_and_tensor_op_paths_agree() {
@@ -614,7 +672,6 @@ mod tests {
             "/tests/fixtures/gguf/dequant.gguf"
         );
         let file = GgufFile::open(path).unwrap();
-        let device = Default::default();
         for ty in GgmlType::ALL {
             let name = format!("{}.raw", ty.name());
             let &[rows, cols] = file.tensor(&name).unwrap().shape() else {
@@ -624,18 +681,7 @@ mod tests {
             let Some(data) = PackedData::from_gguf(ty, bytes, rows, cols, &name).unwrap() else {
                 continue;
             };
-            let parts = Packed::<Flex>::upload(data, &device);
-            let packed = Packed::<Flex> {
-                codes: Param::initialized(ParamId::new(), parts.codes),
-                factors: Param::from_tensor(parts.factors),
-                sub: parts.sub.map_or_else(
-                    || placeholder_int(&device),
-                    |t| Param::initialized(ParamId::new(), t),
-                ),
-                codebook: parts
-                    .codebook
-                    .map_or_else(|| placeholder_float(&device), Param::from_tensor),
-            };
+            let packed = packed_from(data);
             let host: Vec<f32> = packed.dequantize_host(false).into_data().to_vec().unwrap();
             let ops = packed.dequantize_ops();
             let transposed: Vec<f32> = ops.clone().transpose().into_data().to_vec().unwrap();
@@ -653,6 +699,37 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{ty}: the transposed host path differs"
             );
+            products_match_the_dequantized_weight(&packed, ty, rows, cols);
+        }
+    }
+
+    /// `x Wᵀ` from the packed form (dotted rows for a few inputs, tiles and gemm for more)
+    /// equals `x` times the dequantized weight.
+    fn products_match_the_dequantized_weight(
+        packed: &Packed<Flex>,
+        ty: impl std::fmt::Display,
+        rows: usize,
+        cols: usize,
+    ) {
+        let device = Default::default();
+        let w = packed.dequantize_transposed();
+        for m in [3, FEW_ROWS + 5] {
+            let values: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 50.0)
+                .collect();
+            let x = Tensor::<Flex, 2>::from_data(TensorData::new(values, [m, cols]), &device);
+            let want: Vec<f32> = x.clone().matmul(w.clone()).into_data().to_vec().unwrap();
+            let got = packed
+                .matmul_host(&x)
+                .expect("a CPU backend takes the host path");
+            assert_eq!(got.dims(), [m, rows]);
+            let got: Vec<f32> = got.into_data().to_vec().unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{ty}, {m} rows, value {i}: {a} vs {b}"
+                );
+            }
         }
     }
 }

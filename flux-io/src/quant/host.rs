@@ -106,6 +106,51 @@ impl HostPacked<'_> {
         y
     }
 
+    /// `x Wᵀ` (`x`: `[m, cols]` → `[m, rows]`) without a whole f32 copy of `W`: weight rows are
+    /// dequantized [`TILE`](crate::kernels::gemm::TILE) at a time into a buffer each thread
+    /// reuses, and multiplied by `gemm` while they are still in cache, on `threads` threads.
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    pub(crate) fn matmul(&self, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+        let cols = self.cols;
+        crate::kernels::gemm::matmul_tiles(x, m, cols, self.rows, threads, |first, tile| {
+            // Compiled for each instruction set and chosen at run time (AVX-512 where the CPU
+            // has it; this crate's own build targets the SSE2 baseline).
+            pulp::Arch::new().dispatch(FillTile {
+                host: self,
+                first,
+                tile,
+            });
+        })
+    }
+
+    /// Rows `first..` into `tile` as the columns of a `[cols, width]` matrix: bands of 16 rows
+    /// decoded a 32-value chunk at a time into a block on the stack, whose columns are then
+    /// stored as 16 consecutive values (one cache line) per tile row.
+    #[inline(always)]
+    fn fill_tile(&self, first: usize, tile: &mut [f32]) {
+        const BAND: usize = 16;
+        let cols = self.cols;
+        let width = tile.len() / cols;
+        let mut block = [[0f32; 32]; BAND];
+        for start in (0..width).step_by(BAND) {
+            let n = BAND.min(width - start);
+            let factors: Vec<RowFactors> = (0..n)
+                .map(|j| self.row_factors(first + start + j))
+                .collect();
+            for c in 0..cols / 32 {
+                for (j, f) in factors.iter().enumerate() {
+                    self.chunk(first + start + j, c, f, &mut block[j]);
+                }
+                for i in 0..32 {
+                    let out = &mut tile[(c * 32 + i) * width + start..][..n];
+                    for (v, row) in out.iter_mut().zip(&block) {
+                        *v = row[i];
+                    }
+                }
+            }
+        }
+    }
+
     /// Row `r` into `out` (`cols` values).
     fn row(&self, r: usize, out: &mut [f32]) {
         self.row_chunks(r, 0..self.cols / 32, out);
@@ -113,10 +158,20 @@ impl HostPacked<'_> {
 
     /// Chunks `range` (32 values each) of row `r` into `out`.
     fn row_chunks(&self, r: usize, range: std::ops::Range<usize>, out: &mut [f32]) {
-        let chunks = self.cols / 32;
+        let factors = self.row_factors(r);
+        let first = range.start;
+        for c in range {
+            let out = (&mut out[(c - first) * 32..(c - first + 1) * 32])
+                .try_into()
+                .expect("32 values");
+            self.chunk(r, c, &factors, out);
+        }
+    }
+
+    /// Row `r`'s effective scale and offset per value group (the K-quants' sub-block factors
+    /// multiplied in, as gguf-py does: `d · sc`, `dmin · mn`).
+    fn row_factors(&self, r: usize) -> RowFactors {
         let factor = |g: usize, i: usize| self.factors[(r * self.groups + g) * self.k + i];
-        // Per value group: the effective scale and offset (the K-quants' sub-block factors
-        // multiplied in, as gguf-py does: `d · sc`, `dmin · mn`).
         let (scales, offsets): (Vec<f32>, Vec<f32>) = match self.sub {
             Some((words, ks)) => {
                 let n_words = words.len() / (self.rows * ks);
@@ -143,6 +198,16 @@ impl HostPacked<'_> {
                 .unzip(),
         };
         let size = self.cols / scales.len();
+        RowFactors {
+            scales,
+            offsets,
+            size,
+        }
+    }
+
+    /// Chunk `c` (32 values) of row `r` into `out`, with the row's [`Self::row_factors`].
+    #[inline(always)]
+    fn chunk(&self, r: usize, c: usize, factors: &RowFactors, out: &mut [f32; 32]) {
         let zero = if self.k == 2 || self.codebook.is_some() {
             0
         } else {
@@ -150,35 +215,58 @@ impl HostPacked<'_> {
         };
         // Groups are whole chunks (32 values or more) or halves of one (the 16-value
         // sub-blocks of Q2_K, Q3_K, Q6_K): one factor lookup per span, no division per value.
+        let size = factors.size;
         let span = size.min(32);
-        let first = range.start;
-        for c in range {
-            let at = (r * chunks + c) * self.bits;
-            let codes = unpack_chunk(&self.codes[at..at + self.bits], self.bits);
-            let out = &mut out[(c - first) * 32..(c - first + 1) * 32];
-            for h in 0..32 / span {
-                let g = (c * 32 + h * span) / size;
-                let (s, o) = (scales[g], offsets[g]);
-                let codes = &codes[h * span..(h + 1) * span];
-                let out = &mut out[h * span..(h + 1) * span];
-                match self.codebook {
-                    Some(table) => {
-                        for (x, &u) in out.iter_mut().zip(codes) {
-                            *x = table[usize::from(u)] * s;
-                        }
+        let at = (r * (self.cols / 32) + c) * self.bits;
+        let codes = unpack_chunk(&self.codes[at..at + self.bits], self.bits);
+        for h in 0..32 / span {
+            let g = (c * 32 + h * span) / size;
+            let (s, o) = (factors.scales[g], factors.offsets[g]);
+            let codes = &codes[h * span..(h + 1) * span];
+            let out = &mut out[h * span..(h + 1) * span];
+            match self.codebook {
+                Some(table) => {
+                    for (x, &u) in out.iter_mut().zip(codes) {
+                        *x = table[usize::from(u)] * s;
                     }
-                    None if self.k == 2 => {
-                        for (x, &u) in out.iter_mut().zip(codes) {
-                            *x = (i32::from(u) - zero) as f32 * s + o;
-                        }
+                }
+                None if self.k == 2 => {
+                    for (x, &u) in out.iter_mut().zip(codes) {
+                        *x = (i32::from(u) - zero) as f32 * s + o;
                     }
-                    None => {
-                        for (x, &u) in out.iter_mut().zip(codes) {
-                            *x = (i32::from(u) - zero) as f32 * s;
-                        }
+                }
+                None => {
+                    for (x, &u) in out.iter_mut().zip(codes) {
+                        *x = (i32::from(u) - zero) as f32 * s;
                     }
                 }
             }
         }
+    }
+}
+
+/// One weight row's effective factors: `scales[g]`, `offsets[g]` for the `size` values of
+/// group `g`.
+struct RowFactors {
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+    size: usize,
+}
+
+/// [`HostPacked::fill_tile`] as an operation `pulp` compiles per instruction set.
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+struct FillTile<'a, 'b> {
+    host: &'a HostPacked<'b>,
+    first: usize,
+    tile: &'a mut [f32],
+}
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+impl pulp::WithSimd for FillTile<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.host.fill_tile(self.first, self.tile);
     }
 }

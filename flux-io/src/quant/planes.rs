@@ -37,7 +37,7 @@ pub(crate) fn push_bytes(words: &mut Vec<i32>, values: &[u8]) {
 }
 
 /// The codes of one chunk back from its words (the host mirror of the device unpacking).
-#[inline]
+#[inline(always)]
 pub(crate) fn unpack_chunk(words: &[i32], bits: usize) -> [u8; 32] {
     let mut codes = [0u8; 32];
     // The common widths straight (one plane each), the others plane by plane.
