@@ -53,8 +53,8 @@ struct Args {
     /// Transformer: float dtype of the weights and activations (f32, bf16, f16).
     #[arg(long, global = true, default_value = "f32")]
     dtype: String,
-    /// Transformer: quantize the linear weights in memory (q8_0, q5_1, q5_0, q4_1, q4_0, fp8),
-    /// as a quantized checkpoint loads.
+    /// Transformer: quantize the linear weights in memory (q8_0, q5_1, q5_0, q4_1, q4_k, q4_0,
+    /// fp8), as a quantized checkpoint loads.
     #[arg(long, global = true)]
     quantize: Option<flux_core::QuantType>,
     /// Transformer: load this checkpoint (any file `flux_core::load` takes, kept quantized as

@@ -89,8 +89,8 @@ struct Args {
     dry_run: bool,
     /// Hold the transformer's and T5's linear weights quantized, quantizing them as they load
     /// from a float checkpoint: `q8_0` (8.5 bits per weight, about half of bf16's memory),
-    /// `q5_1`, `q5_0`, `q4_1`, `q4_0` (4.5 bits, 28 %), `fp8`. `none` loads every weight dense
-    /// (a GGUF's too). Default: as stored (GGUF and fp8 files stay quantized in memory).
+    /// `q5_1`, `q5_0`, `q4_1`, `q4_k` (ggml's K-quant, 4.625 bits), `q4_0` (4.5 bits, 28 %),
+    /// `fp8`. `none` loads every weight dense (a GGUF's too). Default: as stored (GGUF and fp8 files stay quantized in memory).
     #[arg(long, value_parser = parse_quantization)]
     quantize: Option<Quantization>,
     /// Keep the transformer's blocks in host memory and upload one at a time as each step

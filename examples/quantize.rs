@@ -7,8 +7,8 @@
 //! ```
 //!
 //! 1-d tensors and tensors of at most 1024 values are stored F32, those whose rows are not
-//! whole 32-value blocks F16, the rest in the chosen type with gguf-py's arithmetic. Memory:
-//! one tensor at a time.
+//! whole blocks F16 (32 values; 256 for q4_k), the rest in the chosen type with gguf-py's
+//! arithmetic (q4_k with ggml's). Memory: one tensor at a time.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +26,7 @@ struct Args {
     src: PathBuf,
     /// The GGUF file to write.
     dst: PathBuf,
-    /// q8_0 (8.5 bits per weight), q5_1, q5_0, q4_1 or q4_0 (4.5 bits).
+    /// q8_0 (8.5 bits per weight), q5_1, q5_0, q4_1, q4_k or q4_0 (4.5 bits).
     #[arg(long = "type", default_value = "q8_0")]
     ty: QuantType,
 }

@@ -142,7 +142,7 @@ fn stored_bits(dtype: &str) -> Option<f64> {
         "F8_E4M3" | "F8_E5M2" => quant(QuantType::Fp8),
         "Q6_K" => Some(6.5625),
         "Q5_K" => Some(5.625),
-        "Q4_K" => Some(4.625),
+        "Q4_K" => quant(QuantType::Q4_K),
         "Q3_K" => Some(3.5625),
         "Q2_K" => Some(3.125),
         _ => None,

@@ -8,7 +8,10 @@ Writes flux-core/tests/fixtures/dev_tiny/gguf/:
                      (a weight whose row length is not a multiple of the type's block is stored
                      F16, as the converters fall back; the K-types' 256-value blocks fit only the
                      256-wide rows of the tiny model, and since gguf-py has no K-quant encoder
-                     those weights are seeded random blocks of realistic scale). Q8_0 is also written with the ComfyUI
+                     those weights are seeded random blocks of realistic scale, to test reading).
+  q4_k_ggml.gguf     Q4_K encoded from the weights by ggml's own quantizer
+                     (`quantize_row_q4_K_ref`, built by gen_gguf_q4_k.py from the pinned
+                     llama-cpp-python sdist): what our Q4_K writer must reproduce. Q8_0 is also written with the ComfyUI
                      prefix `model.diffusion_model.` and one tensor stored reshaped with a
                      `comfy.gguf.orig_shape` entry (q8_0_comfy.gguf).
   expected.safetensors  `out_<type>`: diffusers' output on the same inputs as ../io.safetensors
@@ -19,6 +22,7 @@ Run from the repository root after gen_flux.py:  .venv/bin/python scripts/refere
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_flux import diffusers_converter, run  # noqa: E402
+from gen_gguf_q4_k import ggml_q4_k  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "flux-core" / "tests" / "fixtures" / "dev_tiny"
@@ -45,8 +50,9 @@ TYPES = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K]
 K_SCALES = {T.Q4_K: ([0, 2], 2e-4)}
 
 
-def encode(name, value, qtype, rng):
-    """(stored type, bytes or array, dequantized f32) for one BFL tensor, as city96 stores it."""
+def encode(name, value, qtype, rng, ggml=None):
+    """(stored type, bytes or array, dequantized f32) for one BFL tensor, as city96 stores it;
+    `ggml`: ggml's quantizer for the type, else gguf-py's (random blocks for the K-types)."""
     block, size = GGML_QUANT_SIZES[qtype]
     if value.ndim == 1 or value.size <= 1024:
         return T.F32, value, value
@@ -54,7 +60,9 @@ def encode(name, value, qtype, rng):
         # Not a whole number of blocks: kept in half precision, as the converters do.
         half = value.astype(np.float16)
         return T.F16, half, half.astype(np.float32)
-    if qtype in K_SCALES:
+    if ggml is not None:
+        data = ggml(value)
+    elif qtype in K_SCALES:
         offsets, scale = K_SCALES[qtype]
         nblocks = value.size // block
         raw = rng.integers(0, 256, (nblocks, size), dtype=np.uint8)
@@ -67,13 +75,13 @@ def encode(name, value, qtype, rng):
     return qtype, data, dequantize(data, qtype).reshape(value.shape).astype(np.float32)
 
 
-def write(path, bfl, qtype, prefix="", reshape=None):
+def write(path, bfl, qtype, prefix="", reshape=None, ggml=None):
     w = GGUFWriter(str(path), arch="flux")
     w.add_string("general.file_type_name", qtype.name)
     dequant, stored = {}, {}
     rng = np.random.default_rng(list(T).index(qtype))
     for name, value in bfl.items():
-        kind, data, deq = encode(name, value, qtype, rng)
+        kind, data, deq = encode(name, value, qtype, rng, ggml)
         dequant[name] = deq
         stored[name] = kind.name
         key = prefix + name
@@ -109,6 +117,12 @@ def main():
         model.load_state_dict(sd)
         expected[f"out_{qtype.name.lower()}"] = run(model, inputs)
         table[qtype.name] = sum(1 for t in stored.values() if t == qtype.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        dequant, stored = write(out_dir / "q4_k_ggml.gguf", bfl, T.Q4_K, ggml=ggml_q4_k(Path(tmp)))
+    sd = convert({k: torch.from_numpy(v.copy()) for k, v in dequant.items()})
+    model.load_state_dict(sd)
+    expected["out_q4_k_ggml"] = run(model, inputs)
+    table["Q4_K (ggml)"] = sum(1 for t in stored.values() if t == "Q4_K")
     # ComfyUI's prefix and a reshaped tensor (txt_in.weight: [64, 48] stored as [96, 32]).
     write(out_dir / "q8_0_comfy.gguf", bfl, T.Q8_0, prefix="model.diffusion_model.", reshape="txt_in.weight")
     save_file({k: v.contiguous() for k, v in expected.items()}, out_dir / "expected.safetensors")

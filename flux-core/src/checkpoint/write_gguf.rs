@@ -36,8 +36,8 @@ fn stored_type(shape: &[usize], ty: GgmlType) -> GgmlType {
 
 /// Writes the FLUX transformer at `src` (a BFL or ComfyUI checkpoint: `.safetensors`, fp8
 /// with `scale_weight`s, or another `.gguf`) to `dst` as a GGUF of architecture `flux` with
-/// BFL key names, quantized to `ty` with gguf-py's arithmetic, one tensor at a time (memory:
-/// one tensor, not the model). The file is written under `<dst>.partial` and renamed when
+/// BFL key names, quantized to `ty` with gguf-py's arithmetic (Q4_K with ggml's), one tensor
+/// at a time (memory: one tensor, not the model; its rows quantized on every core). The file is written under `<dst>.partial` and renamed when
 /// complete.
 ///
 /// # Errors
@@ -52,7 +52,7 @@ pub fn write_gguf(
     let unsupported = |reason: String| flux_io::Error::UnknownLayout(reason);
     let Some(ggml) = ty.ggml_type() else {
         return Err(unsupported(
-            "GGUF has no fp8 type: choose q8_0, q5_1, q5_0, q4_1 or q4_0".into(),
+            "GGUF has no fp8 type: choose q8_0, q5_1, q5_0, q4_1, q4_k or q4_0".into(),
         )
         .into());
     };
@@ -114,7 +114,7 @@ pub fn write_gguf(
                 .iter()
                 .flat_map(|&v| f32_to_f16_bits(v).to_le_bytes())
                 .collect(),
-            _ => quantize(*stored, &values).map_err(gguf)?,
+            _ => quantize_rows(*stored, &values, shape_cols(weights, key)?).map_err(gguf)?,
         };
         summary.data_bytes += bytes.len() as u64;
         data.write_tensor(name, &bytes).map_err(gguf)?;
@@ -125,6 +125,37 @@ pub fn write_gguf(
     }
     data.finish().map_err(gguf)?;
     Ok(summary)
+}
+
+/// The length of `key`'s rows (its last dimension).
+fn shape_cols(weights: &Weights, key: &str) -> Result<usize> {
+    Ok(weights.shape(key)?.last().copied().unwrap_or(1))
+}
+
+/// [`quantize`] on whole rows of `cols` values split over the available cores (the blocks of
+/// a row never cross into the next, so the bytes are those of one call).
+fn quantize_rows(
+    ty: GgmlType,
+    values: &[f32],
+    cols: usize,
+) -> std::result::Result<Vec<u8>, flux_io::gguf::GgufError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows = values.len() / cols.max(1);
+    if threads == 1 || rows < 2 * threads || values.len() < 1 << 16 {
+        return quantize(ty, values);
+    }
+    let per = rows.div_ceil(threads) * cols;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = values
+            .chunks(per)
+            .map(|part| s.spawn(move || quantize(ty, part)))
+            .collect();
+        let mut bytes = Vec::new();
+        for part in parts {
+            bytes.extend(part.join().expect("a quantizing thread panicked")?);
+        }
+        Ok(bytes)
+    })
 }
 
 /// `key` in f32, an fp8 weight multiplied by its `scale_weight`.

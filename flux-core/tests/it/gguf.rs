@@ -60,6 +60,7 @@ fn every_block_type_matches_the_reference() {
         "q5_0.gguf",
         "q5_1.gguf",
         "q4_k.gguf",
+        "q4_k_ggml.gguf",
     ] {
         check::<NdArray<f32>>(file);
     }
@@ -130,40 +131,46 @@ fn weights_stay_quantized_with_their_bits_per_weight() {
 
 #[test]
 fn quantize_at_load_equals_gguf_py_file() {
-    // gen_gguf_flux.py quantized `bfl.safetensors` with gguf-py into q8_0.gguf / q4_0.gguf
-    // (2-d tensors of more than 1024 values; those whose rows are not whole blocks stored
-    // F16). Quantizing the same weights at load, with those tensors rounded to f16 as the
+    // gen_gguf_flux.py quantized `bfl.safetensors` with gguf-py into q8_0.gguf / q4_0.gguf,
+    // and with ggml's quantizer into q4_k_ggml.gguf (2-d tensors of more than 1024 values;
+    // those whose rows are not whole blocks stored F16). Quantizing the same weights at load, with those tensors rounded to f16 as the
     // converter stores them, gives the same model, bit for bit.
     type B = NdArray<f32>;
     let io = Weights::open(fixture("dev_tiny/io.safetensors")).unwrap();
     let inputs = Inputs::<B>::read(&io, &Default::default());
     let dir = tempfile::tempdir().unwrap();
-    let converted = dir.path().join("converted.safetensors");
-    crate::errors::edit_file(
-        &fixture("dev_tiny/bfl.safetensors"),
-        &converted,
-        |tensors| {
-            for (dtype, shape, bytes) in tensors.values_mut() {
-                let n: usize = shape.iter().product();
-                if shape.len() == 2 && n > 1024 && shape[1] % 32 != 0 {
-                    assert_eq!(*dtype, safetensors::Dtype::F32);
-                    *bytes = bytes
-                        .chunks_exact(4)
-                        .flat_map(|b| {
-                            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                            half::f16::from_f32(v).to_f32().to_le_bytes()
-                        })
-                        .collect();
+    for (ty, file) in [
+        (QuantType::Q8_0, "q8_0"),
+        (QuantType::Q4_0, "q4_0"),
+        (QuantType::Q4_K, "q4_k_ggml"),
+    ] {
+        let block = ty.ggml_type().unwrap().block_size();
+        let converted = dir.path().join(format!("{file}.safetensors"));
+        crate::errors::edit_file(
+            &fixture("dev_tiny/bfl.safetensors"),
+            &converted,
+            |tensors| {
+                for (dtype, shape, bytes) in tensors.values_mut() {
+                    let n: usize = shape.iter().product();
+                    if shape.len() == 2 && n > 1024 && shape[1] % block != 0 {
+                        assert_eq!(*dtype, safetensors::Dtype::F32);
+                        *bytes = bytes
+                            .chunks_exact(4)
+                            .flat_map(|b| {
+                                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                                half::f16::from_f32(v).to_f32().to_le_bytes()
+                            })
+                            .collect();
+                    }
                 }
-            }
-        },
-    );
-    for (ty, file) in [(QuantType::Q8_0, "q8_0"), (QuantType::Q4_0, "q4_0")] {
+            },
+        );
         let ours = load_as::<B>(&converted, Quantization::To(ty));
         let theirs = load_as::<B>(
             &fixture(&format!("dev_tiny/gguf/{file}.gguf")),
             Quantization::AsStored,
         );
+        assert!(ParamBytes::of(&ours).packed_layers > 0, "{ty}");
         assert_eq!(ParamBytes::of(&ours), ParamBytes::of(&theirs), "{ty}");
         let diff = max_abs_diff(inputs.run(&ours), inputs.run(&theirs));
         assert_eq!(diff, 0.0, "{ty}");
@@ -181,6 +188,7 @@ fn written_gguf_matches_gguf_py_converter_byte_for_byte() {
         (QuantType::Q5_0, "q5_0"),
         (QuantType::Q4_1, "q4_1"),
         (QuantType::Q4_0, "q4_0"),
+        (QuantType::Q4_K, "q4_k_ggml"),
     ] {
         let out = dir.path().join(format!("{file}.gguf"));
         let summary = flux_core::write_gguf(fixture("dev_tiny/bfl.safetensors"), &out, ty)

@@ -46,6 +46,7 @@ mod error;
 mod fields;
 mod parse;
 mod quantize;
+mod quantize_k;
 mod reader;
 pub(crate) mod split;
 mod tensor;

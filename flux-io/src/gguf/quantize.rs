@@ -8,9 +8,10 @@
 //! and −0.0, the sign of the stored zero `m` follows numpy's SIMD reduction
 //! order, which depends on the CPU; this module (in practice) keeps the first.
 //!
-//! gguf-py has no quantizer for the K-quants, so neither does this module:
-//! there would be nothing to be bit-exact against, and ggml's own K-quant
-//! search is a different, much larger algorithm.
+//! gguf-py has no quantizer for the K-quants. Q4_K, the one FLUX users
+//! quantize to most, is encoded as ggml's own reference quantizer does it
+//! (`super::quantize_k`, byte-identical to ggml's C code); the other K-quants
+//! are refused.
 //!
 //! The arithmetic mirrors gguf-py's numpy code operation by operation in f32:
 //! the block scale is found as `max / -8` (Q4_0), `(max − min) / 15` (Q4_1),
@@ -24,7 +25,8 @@ use super::types::GgmlType;
 /// Encodes `values` as type `ty`.
 ///
 /// `values.len()` must be a multiple of the block size. Supported: F32, F16,
-/// BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the K-quants return
+/// BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (as gguf-py 0.19 encodes them) and Q4_K
+/// (as ggml's `quantize_row_q4_K_ref`); the other K-quants return
 /// [`GgufError::QuantizeUnsupported`].
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, GgufError> {
     let Some(n_bytes) = ty.bytes_for(values.len()) else {
@@ -53,7 +55,14 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>, GgufError> {
         GgmlType::Q5_0 => blocks(values, &mut out, q5_0_block),
         GgmlType::Q5_1 => blocks(values, &mut out, q5_1_block),
         GgmlType::Q8_0 => blocks(values, &mut out, q8_0_block),
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+        GgmlType::Q4_K => {
+            for chunk in values.chunks_exact(super::QK_K) {
+                if let Ok(block) = <&[f32; super::QK_K]>::try_from(chunk) {
+                    super::quantize_k::q4_k_block(block, &mut out);
+                }
+            }
+        }
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K | GgmlType::Q6_K => {
             return Err(GgufError::QuantizeUnsupported { ty: ty.name() });
         }
     }
@@ -194,9 +203,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn k_quants_are_refused() {
-        let err = quantize(GgmlType::Q4_K, &[0.0; 256]).unwrap_err();
-        assert!(matches!(err, GgufError::QuantizeUnsupported { ty: "Q4_K" }));
+    fn other_k_quants_are_refused() {
+        let err = quantize(GgmlType::Q6_K, &[0.0; 256]).unwrap_err();
+        assert!(matches!(err, GgufError::QuantizeUnsupported { ty: "Q6_K" }));
     }
 
     #[test]
@@ -215,6 +224,7 @@ mod tests {
             (GgmlType::Q5_1, 0.25),
             (GgmlType::Q4_0, 1.0),
             (GgmlType::Q4_1, 0.5),
+            (GgmlType::Q4_K, 0.5),
             (GgmlType::F16, 0.01),
             (GgmlType::BF16, 0.05),
         ] {

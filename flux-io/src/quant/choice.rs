@@ -18,6 +18,10 @@ pub enum QuantType {
     Q5_0,
     /// GGUF `Q4_1`: 4-bit codes, f16 scale and offset per 32 (5 bits per weight).
     Q4_1,
+    /// GGUF `Q4_K`: 4-bit codes in super-blocks of 256 with 6-bit scales and offsets per 32
+    /// and two f16 factors, encoded as ggml's reference quantizer does (4.5 bits per weight
+    /// on disk, 4.625 in memory). Weights whose rows are not a multiple of 256 stay dense.
+    Q4_K,
     /// GGUF `Q4_0`: 4-bit codes, f16 scale per 32 (4.5 bits per weight).
     Q4_0,
     /// fp8 e4m3fn with one f32 scale per tensor (`absmax / 448`), as ComfyUI's scaled fp8
@@ -27,12 +31,13 @@ pub enum QuantType {
 
 impl QuantType {
     /// Every type, largest first.
-    pub const ALL: [QuantType; 6] = [
+    pub const ALL: [QuantType; 7] = [
         QuantType::Q8_0,
         QuantType::Fp8,
         QuantType::Q5_1,
         QuantType::Q5_0,
         QuantType::Q4_1,
+        QuantType::Q4_K,
         QuantType::Q4_0,
     ];
 
@@ -43,6 +48,7 @@ impl QuantType {
             QuantType::Q5_1 => GgmlType::Q5_1,
             QuantType::Q5_0 => GgmlType::Q5_0,
             QuantType::Q4_1 => GgmlType::Q4_1,
+            QuantType::Q4_K => GgmlType::Q4_K,
             QuantType::Q4_0 => GgmlType::Q4_0,
             QuantType::Fp8 => return None,
         })
@@ -55,6 +61,7 @@ impl QuantType {
             QuantType::Q5_1 => "q5_1",
             QuantType::Q5_0 => "q5_0",
             QuantType::Q4_1 => "q4_1",
+            QuantType::Q4_K => "q4_k",
             QuantType::Q4_0 => "q4_0",
             QuantType::Fp8 => "fp8",
         }
@@ -67,6 +74,7 @@ impl QuantType {
             QuantType::Q5_1 => 6.0,
             QuantType::Q5_0 => 5.5,
             QuantType::Q4_1 => 5.0,
+            QuantType::Q4_K => 4.625,
             QuantType::Q4_0 => 4.5,
             QuantType::Fp8 => 8.0,
         }

@@ -193,9 +193,10 @@ impl PackedData {
     }
 
     /// Quantizes finite f32 values of a `[rows, cols]` weight: the GGUF types exactly as
-    /// gguf-py's `quantize` does, fp8 with one scale `absmax / 448` per tensor. `None` (left
-    /// dense) when `cols` is not a multiple of 32 or the tensor has at most 1024 values (the
-    /// threshold below which ComfyUI-GGUF's converter keeps tensors unquantized).
+    /// gguf-py's `quantize` does (Q4_K as ggml's reference quantizer), fp8 with one scale
+    /// `absmax / 448` per tensor. `None` (left dense) when `cols` is not a multiple of the
+    /// type's block (32; 256 for Q4_K) or the tensor has at most 1024 values (the threshold
+    /// below which ComfyUI-GGUF's converter keeps tensors unquantized).
     ///
     /// # Errors
     /// Those of [`PackedData::from_gguf`] (none for finite input).
@@ -206,7 +207,8 @@ impl PackedData {
         cols: usize,
         key: &str,
     ) -> Result<Option<Self>> {
-        if !cols.is_multiple_of(32) || values.len() != rows * cols || values.len() <= 1024 {
+        let block = ty.ggml_type().map_or(32, GgmlType::block_size);
+        if !cols.is_multiple_of(block) || values.len() != rows * cols || values.len() <= 1024 {
             return Ok(None);
         }
         let fp8_scale = {

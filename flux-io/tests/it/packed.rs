@@ -127,7 +127,8 @@ fn quantizing_at_load_equals_gguf_py_quantizer() {
         let packed = layer.packed().expect("quantized at load");
         let ours: Vec<f32> = packed.dequantize().into_data().to_vec().unwrap();
         let want: Vec<f32> = match ty.ggml_type() {
-            // Byte-exact to gguf-py (tests/it/gguf_reference.rs), so this is its round trip.
+            // Byte-exact to gguf-py, and to ggml for Q4_K (tests/it/gguf_reference.rs), so
+            // this is their round trip.
             Some(g) => dequantize(g, &quantize(g, &values).unwrap(), values.len()).unwrap(),
             None => {
                 let absmax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
