@@ -57,9 +57,9 @@ struct Args {
     /// fp8), as a quantized checkpoint loads.
     #[arg(long, global = true)]
     quantize: Option<flux_core::QuantType>,
-    /// Transformer: load this checkpoint (any file `flux_core::load` takes, kept quantized as
-    /// stored, or quantized with `--quantize`) instead of random weights; `--size` then sets
-    /// only the token counts. Prints the peak resident memory after the runs.
+    /// Transformer or T5: load this checkpoint (any file `flux_core::load` / `load_t5` takes,
+    /// kept quantized as stored, or quantized with `--quantize`) instead of random weights;
+    /// `--size` then sets only the token counts. Prints the peak resident memory after the runs.
     #[arg(long, global = true)]
     checkpoint: Option<std::path::PathBuf>,
     /// Transformer: stand-in weights made without a whole-size random draw per weight
@@ -152,13 +152,43 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
     match args.workload {
         Workload::T5 => {
             let (config, n) = text_step::t5_size(&args.size).ok_or_else(unknown)?;
+            let model = match &args.checkpoint {
+                Some(path) => {
+                    let start = Instant::now();
+                    let options = flux_text::LoadConfig {
+                        quantization: args.quantize.map_or(
+                            flux_core::Quantization::AsStored,
+                            flux_core::Quantization::To,
+                        ),
+                        ..Default::default()
+                    };
+                    let model = flux_text::load_t5_with::<B>(path, device, options)?;
+                    let bytes = flux_io::nn::ParamBytes::of(&model);
+                    println!(
+                        "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), \
+                         peak RSS {:.2} GB",
+                        path.display(),
+                        start.elapsed().as_secs_f64(),
+                        bytes.total() as f64 / 1e9,
+                        bytes.packed as f64 / 1e9,
+                        bytes.packed_layers,
+                        peak_rss_gb()
+                    );
+                    model
+                }
+                None => config.init::<B>(device),
+            };
+            let config = model.config();
             println!(
                 "t5 {}: d_model {}, {} layers, {n} tokens",
                 args.size, config.d_model, config.num_layers
             );
-            let model = config.init::<B>(device);
             let ids = text_step::token_ids::<B>(n, config.vocab_size, 1, device);
-            return time_runs(args, || Ok(model.try_forward(ids.clone())?.abs().mean())).map(drop);
+            time_runs(args, || Ok(model.try_forward(ids.clone())?.abs().mean()))?;
+            if args.checkpoint.is_some() {
+                println!("peak RSS {:.2} GB", peak_rss_gb());
+            }
+            return Ok(());
         }
         Workload::Clip => {
             let (config, n) = text_step::clip_size(&args.size).ok_or_else(unknown)?;

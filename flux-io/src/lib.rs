@@ -34,6 +34,7 @@ mod loader;
 pub mod lora;
 pub mod nn;
 pub mod ops;
+mod pages;
 pub mod quant;
 mod safetensors_file;
 mod walk;

@@ -184,6 +184,7 @@ impl<B: Backend> Loader<'_, B> {
     /// Reads one stored tensor (fp8 scale applied), checking it is finite.
     fn read(&mut self, key: &str) -> Result<TensorData> {
         let mut data = self.weights.data(key)?;
+        self.weights.release(key);
         self.used.insert(key.to_string());
         if let Some(s) = self.fp8_scale(key)? {
             let shape = data.shape.to_vec();
@@ -293,6 +294,7 @@ impl<B: Backend> Loader<'_, B> {
             _ => None,
         };
         if packed.is_some() {
+            self.weights.release(key);
             self.used.insert(key.to_string());
         }
         Ok(packed)

@@ -92,6 +92,14 @@ impl SafetensorsFile {
         self.mmap.get(self.data_start + s..self.data_start + e)
     }
 
+    /// Gives the pages of `name`'s bytes back to the kernel after they were read
+    /// ([`crate::pages::release`]).
+    pub(crate) fn release(&self, name: &str) {
+        if let Some(bytes) = self.bytes(name) {
+            crate::pages::release(&self.mmap, bytes);
+        }
+    }
+
     /// Reads `key` as [`TensorData`]: F32, F16 and BF16 as stored, F64 and the fp8 formats
     /// (F8_E4M3, F8_E5M2) widened to f32.
     ///

@@ -212,6 +212,18 @@ impl Weights {
         }
     }
 
+    /// Gives `key`'s pages in the memory map back to the kernel: the loader calls it once it
+    /// has copied the tensor, so a checkpoint is not resident twice while it loads (and
+    /// converters reading a whole file tensor by tensor stay at one tensor's memory). Reading
+    /// `key` again still works (the pages fault back in from the file).
+    pub fn release(&self, key: &str) {
+        match self.index.get(key).map(|&i| &self.files[i]) {
+            Some(StoredFile::Safetensors(file)) => file.release(key),
+            Some(StoredFile::Gguf(file)) => file.release(key),
+            None => {}
+        }
+    }
+
     /// The stored bytes of `key` as they are in the file (no conversion), with their encoding
     /// and stored shape; `None` if absent.
     pub(crate) fn raw(&self, key: &str) -> Option<Raw<'_>> {

@@ -169,6 +169,8 @@ fn values(weights: &Weights, key: &str) -> Result<Vec<f32>> {
         .convert::<f32>()
         .into_vec()
         .map_err(|e| bad(format!("{e:?}")))?;
+    // Copied out: the source's pages are not needed again (memory stays at one tensor).
+    weights.release(key);
     let scale_key = key
         .strip_suffix(".weight")
         .map(|s| format!("{s}.scale_weight"));

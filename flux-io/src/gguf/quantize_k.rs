@@ -77,10 +77,8 @@ pub(super) fn q4_k_block(x: &[f32; SUPER], out: &mut Vec<u8>) {
 /// two bits in the spare high bits of bytes 0–7.
 fn pack_scale_mins(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     let mut q = [0u8; 12];
-    for j in 0..4 {
-        q[j] = ls[j];
-        q[j + 4] = lm[j];
-    }
+    q[..4].copy_from_slice(&ls[..4]);
+    q[4..8].copy_from_slice(&lm[..4]);
     for j in 4..8 {
         q[j + 4] = (ls[j] & 0x0f) | ((lm[j] & 0x0f) << 4);
         q[j - 4] |= (ls[j] >> 4) << 6;

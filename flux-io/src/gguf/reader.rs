@@ -134,6 +134,14 @@ impl GgufFile {
         self.tensor(name).and_then(|t| self.bytes_of(t))
     }
 
+    /// Gives the pages of `name`'s bytes back to the kernel after they were read
+    /// ([`crate::pages::release`]).
+    pub(crate) fn release(&self, name: &str) {
+        if let Some(bytes) = self.tensor_bytes(name) {
+            crate::pages::release(&self.map, bytes);
+        }
+    }
+
     /// Bounds of this file's tensors were validated on open; `get` only
     /// matters for an info that came from another file.
     fn bytes_of(&self, t: &GgufTensorInfo) -> Option<&[u8]> {

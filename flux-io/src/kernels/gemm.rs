@@ -9,8 +9,8 @@
 
 /// Output columns per tile: each thread dequantizes `TILE` weight rows into its own buffer
 /// (`TILE · cols` f32: 6 MB at FLUX.1's width 3072, 31 MB for the 15360-wide `linear2`) and
-/// multiplies them with all of `x`. Smaller tiles repack `x` more often; 256 and 512 measured
-/// within 2 % of each other at `medium` (docs/performance.md).
+/// multiplies them with all of `x`. Smaller tiles repack `x` more often, larger ones leave
+/// cache; 512 measured 1-4 % slower than 256 at `medium` (docs/performance.md).
 pub(crate) const TILE: usize = 256;
 
 /// `y = x Wᵀ` with `x`: `[m, k]` and `W`: `[n, k]`, both row-major; returns `y`: `[m, n]`.

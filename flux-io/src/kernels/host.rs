@@ -1,7 +1,7 @@
 //! Kernels for the host (CPU) backends, where burn's own are scalar: a vectorisable `exp`,
 //! softmax rows (plain or causal), the tanh-GELU and CLIP's quick GELU, written as plain loops
 //! over 8-lane chunks so that LLVM turns them into SIMD code without `unsafe` or
-//! target-specific intrinsics.
+//! target-specific intrinsics, compiled per instruction set ([`super::simd`]).
 //!
 //! burn-flex and burn-ndarray call libm's scalar `expf` once per element in their softmax,
 //! attention and `exp` kernels: in a `small` transformer step that was 10 % of the CPU time in
@@ -11,6 +11,8 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+
+use super::simd::{Kernel, dispatch};
 
 /// Lanes the loops are written for (two SSE or one AVX register of f32).
 pub(crate) const LANES: usize = 8;
@@ -43,6 +45,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// Largest value of `row` (NEG_INFINITY for an empty row).
+#[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -52,12 +55,15 @@ fn row_max(row: &[f32]) -> f32 {
             *m = m.max(x);
         }
     }
-    tail.iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    let mut max = f32::NEG_INFINITY;
+    for &x in tail.iter().chain(&lanes) {
+        max = max.max(x);
+    }
+    max
 }
 
 /// `row[i] = exp(scale * row[i] - max)` in place, returning the sum of the new values.
+#[inline(always)]
 fn exp_shifted(row: &mut [f32], scale: f32, max: f32) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
@@ -83,13 +89,25 @@ pub(crate) fn softmax_rows_unnormalised(
     row_len: usize,
     scale: f32,
 ) -> Vec<f32> {
-    scores
-        .chunks_exact_mut(row_len)
-        .map(|row| {
+    dispatch::<SoftmaxRows, _>((scores, row_len, scale))
+}
+
+struct SoftmaxRows;
+
+impl Kernel<(&mut [f32], usize, f32)> for SoftmaxRows {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn run((scores, row_len, scale): (&mut [f32], usize, f32)) -> Vec<f32> {
+        // Plain loops: an iterator's `collect` would compile the row loop outside the
+        // per-instruction-set entry point.
+        let mut inv = Vec::with_capacity(scores.len() / row_len.max(1));
+        for row in scores.chunks_exact_mut(row_len) {
             let max = row_max(row) * scale;
-            1.0 / exp_shifted(row, scale, max)
-        })
-        .collect()
+            inv.push(1.0 / exp_shifted(row, scale, max));
+        }
+        inv
+    }
 }
 
 /// [`softmax_rows_unnormalised`] with a causal mask. The rows are a slice of `[.., n, row_len]`
@@ -104,17 +122,28 @@ pub(crate) fn causal_softmax_rows_unnormalised(
     n: usize,
     offset: usize,
 ) -> Vec<f32> {
-    scores
-        .chunks_exact_mut(row_len)
-        .enumerate()
-        .map(|(r, row)| {
+    dispatch::<CausalSoftmaxRows, _>((scores, row_len, scale, (first_query, n, offset)))
+}
+
+struct CausalSoftmaxRows;
+
+type CausalArgs<'a> = (&'a mut [f32], usize, f32, (usize, usize, usize));
+
+impl Kernel<CausalArgs<'_>> for CausalSoftmaxRows {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn run((scores, row_len, scale, (first_query, n, offset)): CausalArgs) -> Vec<f32> {
+        let mut inv = Vec::with_capacity(scores.len() / row_len.max(1));
+        for (r, row) in scores.chunks_exact_mut(row_len).enumerate() {
             let keep = (first_query + (offset + r) % n + 1).min(row_len);
             let (visible, masked) = row.split_at_mut(keep);
             masked.fill(0.0);
             let max = row_max(visible) * scale;
-            1.0 / exp_shifted(visible, scale, max)
-        })
-        .collect()
+            inv.push(1.0 / exp_shifted(visible, scale, max));
+        }
+        inv
+    }
 }
 
 /// `f` on every value in place, over 8-lane chunks that LLVM vectorises.
@@ -133,15 +162,37 @@ fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32) {
 
 /// Quick GELU in place (CLIP's `quick_gelu`): `x * sigmoid(1.702 x)` = `x / (1 + exp(-1.702 x))`.
 pub(crate) fn quick_gelu_in_place(values: &mut [f32]) {
-    map_in_place(values, |x| x / (1.0 + exp(-1.702 * x)));
+    dispatch::<QuickGelu, _>(values);
+}
+
+struct QuickGelu;
+
+impl Kernel<&mut [f32]> for QuickGelu {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(values: &mut [f32]) {
+        map_in_place(values, |x| x / (1.0 + exp(-1.702 * x)));
+    }
 }
 
 /// tanh-GELU in place: `x / (1 + exp(-2u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
 pub(crate) fn gelu_tanh_in_place(values: &mut [f32]) {
-    const C1: f32 =
-        (-2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2) as f32;
-    const C3: f32 = 0.044715 * C1;
-    map_in_place(values, |x| x / (1.0 + exp(x * (C1 + C3 * x * x))));
+    dispatch::<GeluTanh, _>(values);
+}
+
+struct GeluTanh;
+
+impl Kernel<&mut [f32]> for GeluTanh {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(values: &mut [f32]) {
+        const C1: f32 =
+            (-2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2) as f32;
+        const C3: f32 = 0.044715 * C1;
+        map_in_place(values, |x| x / (1.0 + exp(x * (C1 + C3 * x * x))));
+    }
 }
 
 /// Runs `f` on the f32 values of `x` on the host, split into up to `threads` contiguous parts

@@ -1,6 +1,6 @@
 //! The CPU fast paths behind [`crate::ops`]: which backend gets them ([`backend`]) and the
 //! vectorised loops themselves ([`host`], [`norm`], [`rope`]), and products with a weight
-//! made tile by tile ([`gemm`]).
+//! made tile by tile ([`gemm`]), each compiled per instruction set ([`simd`]).
 
 pub(crate) mod backend;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
@@ -8,3 +8,4 @@ pub(crate) mod gemm;
 pub(crate) mod host;
 pub(crate) mod norm;
 pub(crate) mod rope;
+pub(crate) mod simd;

@@ -4,6 +4,7 @@
 //! sum: not in index order).
 
 use super::host::LANES;
+use super::simd::{Kernel, dispatch};
 
 /// Sum of `f(x)` over `row`, in 8 lanes then across them.
 #[inline(always)]
@@ -33,6 +34,29 @@ pub(crate) fn layer_norm_modulate_rows(
     scale1p: &[f32],
     shift: &[f32],
 ) {
+    let args = (values, (width, first_row, seq, eps), (scale1p, shift));
+    dispatch::<LayerNormModulate, _>(args);
+}
+
+struct LayerNormModulate;
+
+impl Kernel<LayerNormArgs<'_>> for LayerNormModulate {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(args: LayerNormArgs) {
+        layer_norm_modulate(args);
+    }
+}
+
+type LayerNormArgs<'a> = (
+    &'a mut [f32],
+    (usize, usize, usize, f32),
+    (&'a [f32], &'a [f32]),
+);
+
+#[inline(always)]
+fn layer_norm_modulate((values, (width, first_row, seq, eps), (scale1p, shift)): LayerNormArgs) {
     for (i, row) in values.chunks_exact_mut(width).enumerate() {
         let batch = (first_row + i) / seq;
         let (s, t) = (
@@ -52,6 +76,22 @@ pub(crate) fn layer_norm_modulate_rows(
 /// RMSNorm of every `scale.len()`-long row of `values` in place: `x / sqrt(mean(x²) + eps)
 /// · scale`.
 pub(crate) fn rms_norm_rows(values: &mut [f32], eps: f32, scale: &[f32]) {
+    dispatch::<RmsNorm, _>((values, eps, scale));
+}
+
+struct RmsNorm;
+
+impl Kernel<(&mut [f32], f32, &[f32])> for RmsNorm {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(args: (&mut [f32], f32, &[f32])) {
+        rms_norm(args);
+    }
+}
+
+#[inline(always)]
+fn rms_norm((values, eps, scale): (&mut [f32], f32, &[f32])) {
     for row in values.chunks_exact_mut(scale.len()) {
         let ms = lane_sum(row, |x| x * x) / row.len() as f32;
         let rms = (ms + eps).sqrt();

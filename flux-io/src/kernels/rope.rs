@@ -1,8 +1,28 @@
 //! The rotary embedding's pair rotation for the host backends.
 
+use super::simd::{Kernel, dispatch};
+
 /// `(x0, x1) -> (x0 c − x1 s, x1 c + x0 s)` for every interleaved pair of `values` in place,
 /// pair `i` with `cos[i]`, `sin[i]` (products rounded separately, as the reference's).
 pub(crate) fn rotate_pairs_rows(values: &mut [f32], cos: &[f32], sin: &[f32]) {
+    dispatch::<RotatePairs, _>((values, cos, sin));
+}
+
+struct RotatePairs;
+
+type PairArgs<'a> = (&'a mut [f32], &'a [f32], &'a [f32]);
+
+impl Kernel<PairArgs<'_>> for RotatePairs {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(args: PairArgs) {
+        rotate_pairs(args);
+    }
+}
+
+#[inline(always)]
+fn rotate_pairs((values, cos, sin): PairArgs) {
     for ((pair, &c), &s) in values.chunks_exact_mut(2).zip(cos).zip(sin) {
         let (x0, x1) = (pair[0], pair[1]);
         pair[0] = x0 * c - x1 * s;

@@ -115,11 +115,7 @@ impl HostPacked<'_> {
         crate::kernels::gemm::matmul_tiles(x, m, cols, self.rows, threads, |first, tile| {
             // Compiled for each instruction set and chosen at run time (AVX-512 where the CPU
             // has it; this crate's own build targets the SSE2 baseline).
-            pulp::Arch::new().dispatch(FillTile {
-                host: self,
-                first,
-                tile,
-            });
+            crate::kernels::simd::dispatch::<FillTile, _>((self, first, tile));
         })
     }
 
@@ -253,20 +249,19 @@ struct RowFactors {
     size: usize,
 }
 
-/// [`HostPacked::fill_tile`] as an operation `pulp` compiles per instruction set.
+/// [`HostPacked::fill_tile`] as a [`Kernel`](crate::kernels::simd::Kernel).
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-struct FillTile<'a, 'b> {
-    host: &'a HostPacked<'b>,
-    first: usize,
-    tile: &'a mut [f32],
-}
+struct FillTile;
 
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-impl pulp::WithSimd for FillTile<'_, '_> {
+type FillArgs<'a, 'b> = (&'a HostPacked<'b>, usize, &'a mut [f32]);
+
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+impl crate::kernels::simd::Kernel<FillArgs<'_, '_>> for FillTile {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        self.host.fill_tile(self.first, self.tile);
+    fn run((host, first, tile): FillArgs) {
+        host.fill_tile(first, tile);
     }
 }

@@ -264,3 +264,14 @@ fn committed_writer_output_is_current() {
     let first = u16::from_le_bytes([f16[0], f16[1]]);
     assert_eq!(first, f32_to_f16_bits(formula(1)[0]));
 }
+
+/// A released tensor's pages come back from the file when it is read again.
+#[test]
+fn released_tensors_read_back_unchanged() {
+    let weights = flux_io::Weights::open(fixture("q4_k.gguf")).unwrap();
+    let before = weights.data("input").unwrap();
+    for key in ["input", "Q4_K", "Q4_K.dequantized", "absent"] {
+        weights.release(key);
+    }
+    assert_eq!(weights.data("input").unwrap(), before);
+}

@@ -62,8 +62,9 @@ impl KeyMap for T5Keys {
 }
 
 /// Loads a T5 v1.1 encoder from a `.safetensors` file, a T5 encoder `.gguf` file (llama.cpp
-/// names, every GGUF block type, dequantized to the parameters' dtype as it loads), an HF
-/// folder (sharded or not), or a FLUX.1 pipeline folder (its `text_encoder_2/`).
+/// names, every GGUF block type; linear weights stay quantized in memory unless
+/// [`LoadConfig::quantization`] says otherwise), an HF folder (sharded or not), or a FLUX.1
+/// pipeline folder (its `text_encoder_2/`).
 ///
 /// The config comes from `config.json` when there is one, from the tensor shapes otherwise.
 /// Weights are converted to the device's default float dtype; the half-precision policy is
