@@ -157,17 +157,27 @@ async fn models(app: Shared) -> Json<serde_json::Value> {
     }))
 }
 
+/// Bodies up to this size are read to their end even when they are over the JSON limit, so
+/// that a client still sending gets its 413 instead of a connection reset under its write
+/// (closing a socket with unread data resets it); larger ones are cut off.
+const DRAIN_LIMIT: usize = 1 << 20;
+
 /// A JSON body within the limit, parsed, every failure a 4xx JSON error.
 async fn json_body(app: &App, body: Body) -> Result<GenerationRequest, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, app.config.json_limit)
+    let limit = app.config.json_limit;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let bytes: Bytes = axum::body::to_bytes(body, limit.max(DRAIN_LIMIT))
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                format!("the body is larger than {} bytes", app.config.json_limit),
-            )
-        })?;
+        .map_err(|_| too_large())?;
+    if bytes.len() > limit {
+        return Err(too_large());
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid("body", format!("the body is not a valid request: {e}")))
 }
