@@ -90,7 +90,8 @@ struct Args {
     /// Hold the transformer's and T5's linear weights quantized, quantizing them as they load
     /// from a float checkpoint: `q8_0` (8.5 bits per weight, about half of bf16's memory),
     /// `q5_1`, `q5_0`, `q4_1`, `q4_k` (ggml's K-quant, 4.625 bits), `q4_0` (4.5 bits, 28 %),
-    /// `fp8`. `none` loads every weight dense (a GGUF's too). Default: as stored (GGUF and fp8 files stay quantized in memory).
+    /// `fp8`. `none` loads every weight dense (a GGUF's too). Default: as stored (GGUF and fp8
+    /// files stay quantized in memory). The choice is printed and recorded in the PNG.
     #[arg(long, value_parser = parse_quantization)]
     quantize: Option<Quantization>,
     /// Keep the transformer's blocks in host memory and upload one at a time as each step
@@ -276,6 +277,10 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         }
     };
     let (dtype, memory) = choose_memory(args, &files)?;
+    let quantization = quantization_label(args, &files);
+    if let Some(label) = &quantization {
+        println!("quantized weights: {label}");
+    }
     if args.dry_run {
         return Ok(());
     }
@@ -431,10 +436,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         };
         let mut meta = ImageMetadata::new(&args.prompt, &resolved);
         meta.tool_inputs = tool_inputs.clone();
-        meta.quantization = match args.quantize {
-            Some(Quantization::To(q)) => Some(q.to_string()),
-            _ => None,
-        };
+        meta.quantization = quantization.clone();
         save_png(image, &path, &meta).map_err(|e| e.to_string())?;
         println!("wrote {}", path.display());
     }
@@ -444,6 +446,34 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     }
     println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// How the transformer's and T5's linear weights are held: the `--quantize` type, else the
+/// quantized type each file stores (GGUF blocks, fp8: its most common one among the 2-d
+/// tensors), `None` when everything is dense.
+fn quantization_label(args: &Args, files: &ModelFiles) -> Option<String> {
+    match args.quantize {
+        Some(Quantization::To(q)) => return Some(q.to_string()),
+        Some(Quantization::Dequantize) => return None,
+        _ => {}
+    }
+    let stored = |path: &Path| -> Option<String> {
+        let weights = flux::io::Weights::open(path).ok()?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for meta in weights.keys().filter_map(|k| weights.meta(k)) {
+            if meta.shape.len() == 2
+                && (meta.dtype.starts_with('Q') || meta.dtype.starts_with("F8"))
+            {
+                *counts.entry(meta.dtype).or_default() += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|&(_, n)| n).map(|(t, _)| t)
+    };
+    let parts: Vec<String> = [("transformer", &files.transformer), ("T5", &files.t5)]
+        .into_iter()
+        .filter_map(|(name, path)| stored(path).map(|t| format!("{name} {t}")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn open_image(path: &Path, what: &str) -> Result<DynamicImage, String> {
