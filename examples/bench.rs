@@ -156,24 +156,11 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
                 Some(path) => {
                     let start = Instant::now();
                     let options = flux_text::LoadConfig {
-                        quantization: args.quantize.map_or(
-                            flux_core::Quantization::AsStored,
-                            flux_core::Quantization::To,
-                        ),
+                        quantization: quantization(args),
                         ..Default::default()
                     };
                     let model = flux_text::load_t5_with::<B>(path, device, options)?;
-                    let bytes = flux_io::nn::ParamBytes::of(&model);
-                    println!(
-                        "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), \
-                         peak RSS {:.2} GB",
-                        path.display(),
-                        start.elapsed().as_secs_f64(),
-                        bytes.total() as f64 / 1e9,
-                        bytes.packed as f64 / 1e9,
-                        bytes.packed_layers,
-                        peak_rss_gb()
-                    );
+                    report_load(path, start, &model);
                     model
                 }
                 None => config.init::<B>(device),
@@ -277,6 +264,32 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
     }
 }
 
+/// `--quantize` as a load option: kept as stored without it.
+fn quantization(args: &Args) -> flux_core::Quantization {
+    args.quantize.map_or(
+        flux_core::Quantization::AsStored,
+        flux_core::Quantization::To,
+    )
+}
+
+/// One line on a loaded checkpoint: time, parameter bytes (packed share), peak RSS so far.
+fn report_load<B: Backend, M: burn::module::Module<B>>(
+    path: &std::path::Path,
+    start: Instant,
+    model: &M,
+) {
+    let bytes = flux_io::nn::ParamBytes::of(model);
+    println!(
+        "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), peak RSS {:.2} GB",
+        path.display(),
+        start.elapsed().as_secs_f64(),
+        bytes.total() as f64 / 1e9,
+        bytes.packed as f64 / 1e9,
+        bytes.packed_layers,
+        peak_rss_gb()
+    );
+}
+
 fn transformer<B: Backend>(
     args: &Args,
     size: &Size,
@@ -306,23 +319,11 @@ fn transformer<B: Backend>(
     if let Some(path) = &args.checkpoint {
         let options = flux_core::LoadConfig {
             dtype: Some(dtype.into()),
-            quantization: args.quantize.map_or(
-                flux_core::Quantization::AsStored,
-                flux_core::Quantization::To,
-            ),
+            quantization: quantization(args),
             ..Default::default()
         };
         let model = flux_core::load_with::<B>(path, device, options)?;
-        let bytes = flux_io::nn::ParamBytes::of(&model);
-        println!(
-            "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), peak RSS {:.2} GB",
-            path.display(),
-            start.elapsed().as_secs_f64(),
-            bytes.total() as f64 / 1e9,
-            bytes.packed as f64 / 1e9,
-            bytes.packed_layers,
-            peak_rss_gb()
-        );
+        report_load(path, start, &model);
         let step = Step::<B>::with_batch(model, size, args.batch, device)?;
         times_of(args, &step)?;
         println!("peak RSS {:.2} GB", peak_rss_gb());

@@ -106,7 +106,7 @@ pub fn write_gguf(
         writer.add_tensor_info(name, *stored, shape).map_err(gguf)?;
     }
     let mut data = writer.start_data().map_err(gguf)?;
-    for (key, name, stored, _) in &plan {
+    for (key, name, stored, shape) in &plan {
         let values = values(weights, key)?;
         let bytes = match stored {
             GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -114,7 +114,9 @@ pub fn write_gguf(
                 .iter()
                 .flat_map(|&v| f32_to_f16_bits(v).to_le_bytes())
                 .collect(),
-            _ => quantize_rows(*stored, &values, shape_cols(weights, key)?).map_err(gguf)?,
+            _ => {
+                quantize_rows(*stored, &values, shape.last().copied().unwrap_or(1)).map_err(gguf)?
+            }
         };
         summary.data_bytes += bytes.len() as u64;
         data.write_tensor(name, &bytes).map_err(gguf)?;
@@ -125,11 +127,6 @@ pub fn write_gguf(
     }
     data.finish().map_err(gguf)?;
     Ok(summary)
-}
-
-/// The length of `key`'s rows (its last dimension).
-fn shape_cols(weights: &Weights, key: &str) -> Result<usize> {
-    Ok(weights.shape(key)?.last().copied().unwrap_or(1))
 }
 
 /// [`quantize`] on whole rows of `cols` values split over the available cores (the blocks of
