@@ -1,6 +1,8 @@
-//! Joint attention with rotary embeddings, through the workspace's one attention op
-//! (`flux_io::ops::attention`: burn's fused kernel on the cubecl backends — no mask, no bias,
-//! default scale — and the vectorised host kernel on burn-flex).
+//! Joint attention with rotary embeddings: on burn-flex f32 one host op from the blocks'
+//! fused projections to the merged heads (`flux_io::ops::joint_attention_on_host`), elsewhere
+//! the heads split, normed, rotated and joined with tensor ops around the workspace's one
+//! attention op (`flux_io::ops::attention`: burn's fused kernel on the cubecl backends — no
+//! mask, no bias, default scale).
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -10,6 +12,63 @@ use flux_io::ops;
 
 use crate::norm::QkNorm;
 use crate::rope::{RopeTable, apply_rope};
+
+/// The double block's joint attention from each stream's fused projection (text first):
+/// split into heads, q/k RMSNorm with the stream's own norm, the streams joined along the
+/// sequence, then [`attention`].
+///
+/// # Shapes
+/// - streams: `[b, seq_i, 3 * hidden]` each
+/// - returns `[b, Σ seq_i, hidden]`
+pub(crate) fn joint_attention<B: Backend>(
+    streams: Vec<(Tensor<B, 3>, &QkNorm<B>)>,
+    heads: usize,
+    pe: &RopeTable<B>,
+) -> Tensor<B, 3> {
+    let norms: Vec<&QkNorm<B>> = streams.iter().map(|(_, norm)| *norm).collect();
+    match attention_on_host(streams, heads, pe, false) {
+        Ok(attn) => attn,
+        Err(projections) => {
+            let split: Vec<_> = projections
+                .into_iter()
+                .zip(norms)
+                .map(|(qkv, norm)| {
+                    let (q, k, v) = split_qkv(qkv, heads);
+                    let (q, k) = norm.forward(q, k);
+                    (q, (k, v))
+                })
+                .collect();
+            let (q, (k, v)): (Vec<_>, (Vec<_>, Vec<_>)) = split.into_iter().unzip();
+            attention(Tensor::cat(q, 2), Tensor::cat(k, 2), Tensor::cat(v, 2), pe)
+        }
+    }
+}
+
+/// [`joint_attention`] as one host op on burn-flex f32 (`gelu_tail`: each projection row's
+/// columns after q, k, v follow the attention through tanh-GELU); the projections come back
+/// as `Err` elsewhere.
+///
+/// # Shapes
+/// - streams: `[b, seq_i, width]` each, q, k, v in the first `3 * hidden` columns
+/// - returns `[b, Σ seq_i, hidden (+ width - 3 * hidden)]`
+pub(crate) fn attention_on_host<B: Backend>(
+    streams: Vec<(Tensor<B, 3>, &QkNorm<B>)>,
+    heads: usize,
+    pe: &RopeTable<B>,
+    gelu_tail: bool,
+) -> Result<Tensor<B, 3>, Vec<Tensor<B, 3>>> {
+    let streams = streams
+        .into_iter()
+        .map(|(qkv, norm)| ops::QkvStream {
+            qkv,
+            q_scale: norm.query_norm.scale.val(),
+            k_scale: norm.key_norm.scale.val(),
+        })
+        .collect();
+    let (cos, sin) = pe.host_tables();
+    ops::joint_attention_on_host(streams, heads, cos, sin, gelu_tail)
+        .map_err(|streams| streams.into_iter().map(|s| s.qkv).collect())
+}
 
 /// RoPE on `q` and `k`, scaled dot-product attention, heads merged (BFL `attention`).
 ///
@@ -77,13 +136,11 @@ impl<B: Backend> SelfAttention<B> {
         }
     }
 
-    /// Projects `x` to normed q, k and v.
+    /// The fused projection of `x`, with the norm of its q and k (for [`joint_attention`]).
     ///
     /// # Shapes
-    /// - x: `[b, seq, hidden]` -> three `[b, heads, seq, head_dim]`
-    pub fn qkv(&self, x: Tensor<B, 3>, heads: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        let (q, k, v) = split_qkv(self.qkv.forward(x), heads);
-        let (q, k) = self.norm.forward(q, k);
-        (q, k, v)
+    /// - x: `[b, seq, hidden]` -> `[b, seq, 3 * hidden]`
+    pub fn qkv(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, &QkNorm<B>) {
+        (self.qkv.forward(x), &self.norm)
     }
 }

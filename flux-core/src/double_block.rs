@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::attention::{SelfAttention, attention};
+use crate::attention::{SelfAttention, joint_attention};
 use crate::mlp::Mlp;
 use crate::modulation::Modulation;
 use crate::rope::RopeTable;
@@ -63,17 +63,9 @@ impl<B: Backend> DoubleStreamBlock<B> {
         let (txt_mod1, txt_mod2) = self.txt_mod.forward(vec);
         let (img_mod2, txt_mod2) = (img_mod2.expect("double"), txt_mod2.expect("double"));
 
-        let (img_q, img_k, img_v) = self
-            .img_attn
-            .qkv(img_mod1.norm_modulate(img.clone()), self.num_heads);
-        let (txt_q, txt_k, txt_v) = self
-            .txt_attn
-            .qkv(txt_mod1.norm_modulate(txt.clone()), self.num_heads);
-
-        let q = Tensor::cat(vec![txt_q, img_q], 2);
-        let k = Tensor::cat(vec![txt_k, img_k], 2);
-        let v = Tensor::cat(vec![txt_v, img_v], 2);
-        let attn = attention(q, k, v, pe);
+        let img_qkv = self.img_attn.qkv(img_mod1.norm_modulate(img.clone()));
+        let txt_qkv = self.txt_attn.qkv(txt_mod1.norm_modulate(txt.clone()));
+        let attn = joint_attention(vec![txt_qkv, img_qkv], self.num_heads, pe);
         let n_txt = txt.dims()[1];
         let n_img = img.dims()[1];
         let txt_attn = attn.clone().narrow(1, 0, n_txt);

@@ -40,6 +40,11 @@ impl<B: Backend> RopeTable<B> {
         [b, 1, seq, half]
     }
 
+    /// The per-pair cos and sin tables on the host, `[b * seq * head_dim / 2]` each.
+    pub(crate) fn host_tables(&self) -> (&[f32], &[f32]) {
+        (&self.host.0, &self.host.1)
+    }
+
     /// Tables from host values `[b * seq * half]` (token-major, pair-minor).
     fn new(cos: Vec<f32>, sin: Vec<f32>, [b, seq, half]: [usize; 3], device: &B::Device) -> Self {
         let d = 2 * half;

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use flux_io::nn::Linear;
 
-use crate::attention::{attention, split_qkv};
+use crate::attention::{attention_on_host, joint_attention};
 use crate::modulation::Modulation;
 use crate::norm::QkNorm;
 use crate::rope::RopeTable;
@@ -49,15 +49,20 @@ impl<B: Backend> SingleStreamBlock<B> {
         let (modulation, _) = self.modulation.forward(vec);
         let x_mod = modulation.norm_modulate(x.clone());
         let fused = self.linear1.forward(x_mod);
-        let [_, _, width] = fused.dims();
-        let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);
-        let mlp = contiguous(fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden));
-        let (q, k, v) = split_qkv(qkv, self.num_heads);
-        let (q, k) = self.norm.forward(q, k);
-        let attn = attention(q, k, v, pe);
-        let out = self
-            .linear2
-            .forward(Tensor::cat(vec![attn, gelu_tanh(mlp)], 2));
+        // linear2 takes the attention and the MLP's activation side by side.
+        let attn_mlp = match attention_on_host(vec![(fused, &self.norm)], self.num_heads, pe, true)
+        {
+            Ok(attn_mlp) => attn_mlp,
+            Err(mut fused) => {
+                let fused = fused.remove(0);
+                let [_, _, width] = fused.dims();
+                let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);
+                let mlp = contiguous(fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden));
+                let attn = joint_attention(vec![(qkv, &self.norm)], self.num_heads, pe);
+                Tensor::cat(vec![attn, gelu_tanh(mlp)], 2)
+            }
+        };
+        let out = self.linear2.forward(attn_mlp);
         x + out * modulation.gate
     }
 }

@@ -57,6 +57,120 @@ pub(crate) fn matmul_tiles(
     y
 }
 
+/// A matrix inside a slice: element `(i, j)` at `i · row_stride + j · col_stride` (a
+/// row-major matrix has `col_stride` 1; its transpose is the same slice with the strides
+/// swapped).
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// Any layout; panics if an element of the view lies outside `data`.
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        let fits = rows == 0
+            || cols == 0
+            || (rows - 1) * row_stride + (cols - 1) * col_stride < data.len();
+        assert!(
+            fits,
+            "a {rows}x{cols} view (strides {row_stride}, {col_stride}) outside {} values",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The same elements read as the transposed matrix.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `dst = lhs · rhs` on the calling thread through `gemm`, `dst` holding `lhs.rows` rows of
+/// `rhs.cols` values at `dst_row_stride` apart (the rest of each row is left alone).
+///
+/// # Panics
+/// If the inner dimensions differ or a row of the product would end outside `dst`.
+pub(crate) fn product_into(dst: &mut [f32], dst_row_stride: usize, lhs: View, rhs: View) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "inner dimensions differ");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_row_stride + n <= dst.len() && n <= dst_row_stride,
+        "a {m}x{n} product does not fit {} values at row stride {dst_row_stride}",
+        dst.len()
+    );
+    // SAFETY: every element gemm writes, (i, j) at i · dst_row_stride + j with i < m, j < n,
+    // is inside `dst` (the assert above), and `dst` is borrowed mutably, so nothing else
+    // reads or writes it; `lhs` and `rhs` are in bounds by `View::strided`.
+    #[allow(unsafe_code)]
+    unsafe {
+        product_raw(dst.as_mut_ptr(), dst_row_stride, lhs, rhs);
+    }
+}
+
+/// `lhs · rhs` written to the row-major matrix at `dst` (row stride `dst_row_stride`), on the
+/// calling thread.
+///
+/// # Safety
+/// Every element `(i, j)`, `i < lhs.rows`, `j < rhs.cols`, at `dst + i · dst_row_stride + j`
+/// must be valid for writes and written by no other thread meanwhile.
+#[allow(unsafe_code)]
+unsafe fn product_raw(dst: *mut f32, dst_row_stride: usize, lhs: View, rhs: View) {
+    // SAFETY: the views lie inside their slices (`View::strided`); `dst` by the caller.
+    unsafe {
+        gemm::gemm(
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst,
+            1,
+            dst_row_stride as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// The output `[m, n]` (row-major) shared by threads that each write whole column ranges
 /// they alone own.
 struct SharedColumns {
@@ -87,32 +201,12 @@ impl SharedColumns {
     fn product(&self, x: &[f32], k: usize, tile: &[f32], first: usize, width: usize) {
         let (m, n) = (self.m, self.n);
         assert!(first + width <= n && tile.len() == width * k && x.len() == m * k);
-        // SAFETY: `dst` addresses elements (i, first + j), i < m, j < width, of the `m x n`
-        // output: in bounds by the assert; `x` (m x k, row stride k) and `tile` (k x width,
-        // row stride width) are in bounds by the assert. The columns are this tile's alone (see the `Sync` impl).
+        let (x, tile) = (View::row_major(x, m, k), View::row_major(tile, k, width));
+        // SAFETY: the product's elements (i, first + j), i < m, j < width, lie in the `m x n`
+        // output (the assert) and are this tile's alone (see the `Sync` impl).
         #[allow(unsafe_code)]
         unsafe {
-            gemm::gemm(
-                m,
-                width,
-                k,
-                self.ptr.add(first),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                tile.as_ptr(),
-                1,
-                width as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+            product_raw(self.ptr.add(first), n, x, tile);
         }
     }
 }

@@ -4,12 +4,14 @@
 
 mod activation;
 mod attention;
+mod joint_attention;
 mod norm;
 mod precision;
 mod rope;
 
 pub use activation::{gelu_tanh, quick_gelu};
 pub use attention::{SCORE_BUDGET, attention, attention_f32};
+pub use joint_attention::{QkvStream, joint_attention_on_host};
 pub use norm::{layer_norm_modulate, rms_norm};
 pub use precision::in_f32;
 pub use rope::rotate_pairs_on_host;
