@@ -37,6 +37,7 @@ pub mod ops;
 mod pages;
 pub mod quant;
 mod safetensors_file;
+mod transpose;
 mod walk;
 mod weights;
 

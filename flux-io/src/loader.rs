@@ -12,8 +12,10 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
+use crate::kernels::backend::is_cpu;
 use crate::nn::PackedSlot;
 use crate::quant::{Fp8, PackedData, Quantization};
+use crate::transpose::{transpose_2d, transpose_bytes};
 use crate::weights::Raw;
 use crate::{Error, KeyMap, Result, Source, Weights};
 
@@ -242,10 +244,12 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
-/// A `Linear` weight as loaded: packed, or dense `[out, in]`.
+/// A `Linear` weight as loaded: packed, dense `[out, in]` (the checkpoint's order), or dense
+/// `[in, out]` (burn's order, written on the host for the CPU backends).
 enum LinearWeight {
     Packed(Box<PackedData>),
     Dense(TensorData),
+    DenseInOut(TensorData),
 }
 
 impl<B: Backend> Loader<'_, B> {
@@ -259,10 +263,23 @@ impl<B: Backend> Loader<'_, B> {
         {
             return Ok(LinearWeight::Packed(Box::new(packed)));
         }
-        let data = self.fetch(path, &[rows, cols])?;
         let Quantization::To(ty) = quantization else {
-            return Ok(LinearWeight::Dense(data));
+            if !is_cpu::<B>() {
+                return self.fetch(path, &[rows, cols]).map(LinearWeight::Dense);
+            }
+            // burn's `[in, out]` on the CPU backends (a transposed view would reach `gemm`
+            // column-major: see `transpose`), straight from the file's bytes when it stores
+            // the weight as a plain float tensor (one buffer per weight, as without the
+            // transpose), else from the read tensor.
+            if let Source::Key(key) = self.map.source(path)
+                && let Some(data) = self.stored_transposed(&key, rows, cols)
+            {
+                return Ok(LinearWeight::DenseInOut(data));
+            }
+            let data = self.fetch(path, &[rows, cols])?;
+            return Ok(LinearWeight::DenseInOut(transpose_2d(data)));
         };
+        let data = self.fetch(path, &[rows, cols])?;
         let values = to_f32(data, path)?;
         Ok(match PackedData::quantize(ty, &values, rows, cols, path)? {
             Some(packed) => LinearWeight::Packed(Box::new(packed)),
@@ -270,6 +287,35 @@ impl<B: Backend> Loader<'_, B> {
             // stored ones.
             None => LinearWeight::Dense(TensorData::new(values, [rows, cols])),
         })
+    }
+
+    /// `key` transposed to `[cols, rows]` from the stored bytes, if it is a safetensors F32,
+    /// F16 or BF16 tensor of shape `[rows, cols]` (marked used, its pages released).
+    fn stored_transposed(&mut self, key: &str, rows: usize, cols: usize) -> Option<TensorData> {
+        let Some(Raw::Safetensors {
+            dtype,
+            bytes,
+            shape,
+        }) = self.weights.raw(key)
+        else {
+            return None;
+        };
+        let dtype = match dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            _ => return None,
+        };
+        let scaled = key
+            .strip_suffix(".weight")
+            .is_some_and(|s| self.weights.contains(&format!("{s}.scale_weight")));
+        if scaled || shape != [rows, cols] || bytes.len() != rows * cols * dtype.size() {
+            return None;
+        }
+        let data = transpose_bytes(bytes, dtype, rows, cols)?;
+        self.weights.release(key);
+        self.used.insert(key.to_string());
+        Some(data)
     }
 
     /// `key` packed as stored, if it is a GGUF block tensor or fp8 of shape `[rows, cols]`.
@@ -382,8 +428,9 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         } else {
             self.fetch(&path, &shape).map(LinearWeight::Dense)
         };
-        let data = match fetched {
-            Ok(LinearWeight::Dense(data)) => data,
+        let (data, in_out) = match fetched {
+            Ok(LinearWeight::Dense(data)) => (data, false),
+            Ok(LinearWeight::DenseInOut(data)) => (data, true),
             Ok(LinearWeight::Packed(packed)) => {
                 let weight = self.pending.fill(*packed, self.options.dtype, self.device);
                 return Param::initialized(param.id, weight);
@@ -398,7 +445,9 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
             Some(dtype) => Tensor::from_data(data, (self.device, dtype)),
             None => Tensor::from_data(data, self.device),
         };
-        if linear_weight {
+        if linear_weight && !in_out {
+            // The GPU backends hold the checkpoint's `[out, in]` under a transposed view
+            // (their matmuls take either layout).
             tensor = tensor.transpose();
         }
         Param::initialized(param.id, tensor)
