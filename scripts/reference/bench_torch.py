@@ -7,6 +7,11 @@ last line, like the Rust example does.
     python scripts/reference/bench_torch.py --size small --threads 2
     python scripts/reference/bench_torch.py --size small --compare --backend flex --rounds 5
     python scripts/reference/bench_torch.py --size dev --device cuda --dtype bf16 --reps 10
+    python scripts/reference/bench_torch.py --size medium --save-bfl medium.safetensors
+
+`--save-bfl PATH` writes the size's random weights (the model this script times) in the BFL
+layout of the released checkpoints, f32, for the other implementations' benchmarks to load
+(`bench --checkpoint`, candle, stable-diffusion.cpp), and exits.
 
 `--device cuda` builds the model straight on the GPU in `--dtype` (no f32 copy on the CPU; the
 12B-parameter `dev` size takes seconds), synchronizes around each timed step, and also prints
@@ -17,7 +22,13 @@ scaled_dot_product_attention.
 `--compare` runs this script and the Rust example (built first with
 `cargo build --release --example bench`) as child processes, alternating, `--rounds` times,
 and prints both medians and the ratio ours / PyTorch. Both sides use the same number of
-threads (`--threads`; the Rust side through RAYON_NUM_THREADS).
+threads (`--threads`; the Rust side through RAYON_NUM_THREADS). `--against candle` or
+`--against sdcpp-default|sdcpp-llamafile` alternates with the other native ports instead
+(`candle_bench/`, `bench_sdcpp.sh`); both sides then load the same `--checkpoint`:
+
+    python scripts/reference/bench_torch.py --size medium --save-bfl target/medium.safetensors
+    python scripts/reference/bench_torch.py --size medium --compare --against sdcpp-llamafile \
+        --checkpoint target/medium.safetensors --reps 3
 """
 
 import argparse
@@ -145,36 +156,71 @@ def bench_cuda(args, dtype):
     print(f"median_ms {statistics.median(times):.2f}")
 
 
+def save_bfl(args):
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gen_flux import diffusers_to_bfl
+
+    _, _, double, single, *_ = SIZES[args.size]
+    model, _ = build(args.size, torch.float32)
+    bfl = diffusers_to_bfl(model.state_dict(), double, single)
+    save_file({k: v.contiguous() for k, v in bfl.items()}, args.save_bfl)
+    print(f"wrote {args.save_bfl}: {len(bfl)} tensors, "
+          f"{sum(v.numel() for v in bfl.values())} parameters")
+
+
 def medians_of(cmd, env):
     """(wall median, CPU median) in ms from a child's `cpu_median_ms` / `median_ms` lines."""
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     lines = dict(line.split(maxsplit=1) for line in out.strip().splitlines() if " " in line)
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("median_ms "), f"unexpected last line {last!r} from {cmd}"
+    assert "median_ms" in lines, f"no median_ms line from {cmd}:\n{out}"
     return float(lines["median_ms"]), float(lines.get("cpu_median_ms", "nan"))
 
 
+def reference_cmd(args, common):
+    """The command timing the other side of `--compare`: this script (PyTorch), candle's
+    benchmark (`candle_bench/`) or stable-diffusion.cpp (`bench_sdcpp.sh`, one variant)."""
+    if args.against == "torch":
+        return [sys.executable, __file__, *common, "--threads", str(args.threads),
+                "--dtype", args.dtype, "--device", args.device, "--attn", args.attn]
+    if not args.checkpoint:
+        sys.exit(f"--against {args.against} loads its weights: give --checkpoint "
+                 "(written by --save-bfl)")
+    if args.against == "candle":
+        return [str(ROOT / args.candle_binary), "--checkpoint", args.checkpoint, *common]
+    variant = args.against.removeprefix("sdcpp-")
+    # sd.cpp times every sampling step of one generation: warm-up and timed steps alike.
+    os.environ.update(FLUX_MODEL=args.checkpoint, STEPS=str(args.warmup + args.reps),
+                      THREADS=str(args.threads))
+    return ["bash", str(ROOT / "scripts/reference/bench_sdcpp.sh"), "run", args.sdcpp_build,
+            variant]
+
+
 def compare(args):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     common = ["--size", args.size, "--reps", str(args.reps), "--warmup", str(args.warmup)]
-    torch_cmd = [sys.executable, __file__, *common, "--threads", str(args.threads),
-                 "--dtype", args.dtype, "--device", args.device, "--attn", args.attn]
+    theirs_cmd = reference_cmd(args, common)
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     ours_cmd = [str(ROOT / args.binary), "transformer", *common, "--backend", args.backend]
+    if args.checkpoint:
+        ours_cmd += ["--checkpoint", args.checkpoint]
+    name = args.against
     ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(args.rounds):
-        wall, cpu = medians_of(torch_cmd, env)
+        wall, cpu = medians_of(theirs_cmd, env)
         theirs.append(wall)
         theirs_cpu.append(cpu)
         wall, cpu = medians_of(ours_cmd, env)
         ours.append(wall)
         ours_cpu.append(cpu)
         print(f"round {r}: ours {ours[-1]:.1f} ms (cpu {ours_cpu[-1]:.0f}), "
-              f"torch {theirs[-1]:.1f} ms (cpu {theirs_cpu[-1]:.0f}), "
+              f"{name} {theirs[-1]:.1f} ms (cpu {theirs_cpu[-1]:.0f}), "
               f"ratio {ours[-1] / theirs[-1]:.2f}", flush=True)
     o, t = statistics.median(ours), statistics.median(theirs)
     oc, tc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
     print(f"size {args.size} backend {args.backend} threads {args.threads}: "
-          f"ours {o:.1f} ms, torch {t:.1f} ms; cpu time ours {oc:.0f} ms, torch {tc:.0f} ms, "
+          f"ours {o:.1f} ms, {name} {t:.1f} ms; cpu time ours {oc:.0f} ms, {name} {tc:.0f} ms, "
           f"cpu ratio {oc / tc:.2f}")
     print(f"ratio {o / t:.2f}")
 
@@ -190,12 +236,27 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--compare", action="store_true", help="alternate with the Rust example")
+    p.add_argument("--save-bfl", metavar="PATH", help="write the size's weights (BFL layout) and exit")
     p.add_argument("--backend", default="flex", help="--compare: our backend (flex, ndarray)")
     p.add_argument("--rounds", type=int, default=3, help="--compare: alternations")
     p.add_argument("--binary", default="target/release/examples/bench",
                    help="--compare: the Rust example, relative to the repository root")
+    p.add_argument("--against", default="torch",
+                   choices=["torch", "candle", "sdcpp-default", "sdcpp-llamafile"],
+                   help="--compare: the other side (candle and sd.cpp need --checkpoint)")
+    p.add_argument("--checkpoint", help="--compare: BFL-layout weights both sides load")
+    p.add_argument("--candle-binary", default="target/candle/release/candle_bench",
+                   help="--against candle: candle_bench/, built with "
+                        "CARGO_TARGET_DIR=target/candle")
+    p.add_argument("--sdcpp-build", default="target/sdcpp/build",
+                   help="--against sdcpp-*: the BUILD_DIR of bench_sdcpp.sh build")
     args = p.parse_args()
-    compare(args) if args.compare else bench(args)
+    if args.save_bfl:
+        save_bfl(args)
+    elif args.compare:
+        compare(args)
+    else:
+        bench(args)
 
 
 if __name__ == "__main__":
