@@ -20,7 +20,7 @@ use super::rope::rotate_pairs_rows;
 
 /// Scores held per query block (1 MB of f32, about a core's L2): the block has `SCORES / seq`
 /// rows (at least [`MIN_ROWS`], at most [`MAX_ROWS`]). Each block repacks k and v for its
-/// products, so taller blocks pay less for that; 256 KB measured 2-5 % slower at `small` and
+/// products, so taller blocks pay less for that; 256 KB measured 1-5 % slower at `small` and
 /// `medium`, and more than 128 rows leaves too few blocks to share at `small`.
 const SCORES: usize = 1 << 18;
 const MIN_ROWS: usize = 16;
