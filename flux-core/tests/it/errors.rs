@@ -179,6 +179,29 @@ fn nan_weights_are_rejected() {
 }
 
 #[test]
+fn nan_linear_weights_are_rejected() {
+    // Linear weights take their own read on the CPU backends (transposed straight from the
+    // file): f32 and bf16 stored, a NaN and an infinity.
+    let mut f32_values = vec![0.0f32; 64 * 48];
+    f32_values[100] = f32::NAN;
+    let mut bf16_bytes = vec![0u8; 64 * 48 * 2];
+    bf16_bytes[2 * 77..2 * 78].copy_from_slice(&0x7f80u16.to_le_bytes());
+    for (dtype, bytes) in [
+        (Dtype::F32, f32_bytes(&f32_values)),
+        (Dtype::BF16, bf16_bytes),
+    ] {
+        let err = load_edited(|t| {
+            t.insert("txt_in.weight".into(), (dtype, vec![64, 48], bytes));
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::Load(flux_io::Error::NonFinite(ref k)) if k == "txt_in.weight"),
+            "{dtype:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn truncated_file_is_corrupt() {
     let bytes = std::fs::read(fixture("dev_tiny/bfl.safetensors")).unwrap();
     let dir = tempfile::tempdir().unwrap();
