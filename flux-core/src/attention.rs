@@ -14,8 +14,7 @@ use crate::norm::QkNorm;
 use crate::rope::{RopeTable, apply_rope};
 
 /// The double block's joint attention from each stream's fused projection (text first):
-/// split into heads, q/k RMSNorm with the stream's own norm, the streams joined along the
-/// sequence, then [`attention`].
+/// the host op where it runs ([`attention_on_host`]), else [`attention_with_ops`].
 ///
 /// # Shapes
 /// - streams: `[b, seq_i, 3 * hidden]` each
@@ -26,22 +25,32 @@ pub(crate) fn joint_attention<B: Backend>(
     pe: &RopeTable<B>,
 ) -> Tensor<B, 3> {
     let norms: Vec<&QkNorm<B>> = streams.iter().map(|(_, norm)| *norm).collect();
-    match attention_on_host(streams, heads, pe, false) {
-        Ok(attn) => attn,
-        Err(projections) => {
-            let split: Vec<_> = projections
-                .into_iter()
-                .zip(norms)
-                .map(|(qkv, norm)| {
-                    let (q, k, v) = split_qkv(qkv, heads);
-                    let (q, k) = norm.forward(q, k);
-                    (q, (k, v))
-                })
-                .collect();
-            let (q, (k, v)): (Vec<_>, (Vec<_>, Vec<_>)) = split.into_iter().unzip();
-            attention(Tensor::cat(q, 2), Tensor::cat(k, 2), Tensor::cat(v, 2), pe)
-        }
-    }
+    attention_on_host(streams, heads, pe, false).unwrap_or_else(|projections| {
+        attention_with_ops(projections.into_iter().zip(norms).collect(), heads, pe)
+    })
+}
+
+/// [`joint_attention`] with tensor ops: each stream split into heads, q/k RMSNorm with the
+/// stream's own norm, the streams joined along the sequence, then [`attention`].
+///
+/// # Shapes
+/// - streams: `[b, seq_i, 3 * hidden]` each
+/// - returns `[b, Σ seq_i, hidden]`
+pub(crate) fn attention_with_ops<B: Backend>(
+    streams: Vec<(Tensor<B, 3>, &QkNorm<B>)>,
+    heads: usize,
+    pe: &RopeTable<B>,
+) -> Tensor<B, 3> {
+    let split: Vec<_> = streams
+        .into_iter()
+        .map(|(qkv, norm)| {
+            let (q, k, v) = split_qkv(qkv, heads);
+            let (q, k) = norm.forward(q, k);
+            (q, (k, v))
+        })
+        .collect();
+    let (q, (k, v)): (Vec<_>, (Vec<_>, Vec<_>)) = split.into_iter().unzip();
+    attention(Tensor::cat(q, 2), Tensor::cat(k, 2), Tensor::cat(v, 2), pe)
 }
 
 /// [`joint_attention`] as one host op on burn-flex f32 (`gelu_tail`: each projection row's

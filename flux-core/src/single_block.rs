@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use flux_io::nn::Linear;
 
-use crate::attention::{attention_on_host, joint_attention};
+use crate::attention::{attention_on_host, attention_with_ops};
 use crate::modulation::Modulation;
 use crate::norm::QkNorm;
 use crate::rope::RopeTable;
@@ -58,7 +58,7 @@ impl<B: Backend> SingleStreamBlock<B> {
                 let [_, _, width] = fused.dims();
                 let qkv = fused.clone().narrow(2, 0, 3 * self.hidden);
                 let mlp = contiguous(fused.narrow(2, 3 * self.hidden, width - 3 * self.hidden));
-                let attn = joint_attention(vec![(qkv, &self.norm)], self.num_heads, pe);
+                let attn = attention_with_ops(vec![(qkv, &self.norm)], self.num_heads, pe);
                 Tensor::cat(vec![attn, gelu_tanh(mlp)], 2)
             }
         };
