@@ -120,8 +120,13 @@ fn pack_unpack_round_trip_and_order() {
     );
     let back = flux_core::unpack(tokens, 4, 6).unwrap();
     back.into_data().assert_eq(&latents.into_data(), true);
-    assert!(flux_core::pack(Tensor::<B, 4>::zeros([1, 16, 3, 4], &device)).is_err());
-    assert!(flux_core::unpack(Tensor::<B, 3>::zeros([1, 5, 64], &device), 4, 6).is_err());
+    let odd = flux_core::pack(Tensor::<B, 4>::zeros([1, 16, 3, 4], &device)).unwrap_err();
+    assert!(odd.to_string().contains("3x4 must be even"), "{odd}");
+    let misfit = flux_core::unpack(Tensor::<B, 3>::zeros([1, 5, 64], &device), 4, 6).unwrap_err();
+    assert!(
+        misfit.to_string().contains("[1, 5, 64] into a 4x6"),
+        "{misfit}"
+    );
 }
 
 #[test]

@@ -351,10 +351,11 @@ fn invalid_configs_are_rejected() {
             "{err} should mention {expected}"
         );
         let init = std::panic::catch_unwind(|| config.init::<B>(&Default::default()));
-        assert!(
-            init.is_err(),
-            "init of an invalid config must not build a model"
-        );
+        let message = init
+            .map(|_| ())
+            .expect_err("init of an invalid config must not build a model");
+        let message = message.downcast_ref::<String>().expect("a formatted panic");
+        assert_eq!(*message, err.to_string());
     }
     FluxConfig::dev().validate().unwrap();
     FluxConfig::schnell().validate().unwrap();

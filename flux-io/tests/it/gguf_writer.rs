@@ -147,15 +147,17 @@ fn misuse_is_reported_and_leaves_no_file() {
         e.contains("bad.gguf") && e.contains("'c'") && e.contains("256"),
         "{e}"
     );
-    assert!(w.add_tensor_info("d", GgmlType::F32, &[]).is_err());
-    assert!(
-        w.add_tensor_info("e", GgmlType::F32, &[1, 1, 1, 1, 1])
-            .is_err()
-    );
-    assert!(
-        w.add_tensor_info("f", GgmlType::F32, &[usize::MAX, 2])
-            .is_err()
-    );
+    for (name, shape, problem) in [
+        ("d", &[][..], "1 to 4 dimensions"),
+        ("e", &[1, 1, 1, 1, 1][..], "1 to 4 dimensions"),
+        ("f", &[usize::MAX, 2][..], "overflows"),
+    ] {
+        let e = msg(w.add_tensor_info(name, GgmlType::F32, shape).unwrap_err());
+        assert!(
+            e.contains(&format!("'{name}'")) && e.contains(problem),
+            "{e}"
+        );
+    }
 
     let mut data = w.start_data().unwrap();
     let partial = dir.path().join("bad.gguf.partial");

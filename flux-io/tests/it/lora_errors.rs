@@ -251,12 +251,7 @@ fn merged_and_runtime_agree_and_bias_diffs_need_a_bias() {
         lora::apply::<Nd, _>(base.clone(), adapters, &[], LoraMode::Runtime).unwrap();
     assert_eq!((a.merged, a.runtime), (0, 2));
     let (b, m, r) = (run(&base), run(&merged), run(&runtime));
-    let diff = |x: &[f32], y: &[f32]| {
-        x.iter()
-            .zip(y)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
-    };
+    let diff = flux_testkit::max_abs_diff;
     assert!(diff(&m, &r) < 1e-5, "{}", diff(&m, &r));
     assert!(diff(&m, &b) > 0.05, "the LoRA must change the output");
     // Run-time strength 0 is the base model: the low-rank scales go to 0 and the merged bias

@@ -10,6 +10,7 @@ use flux_io::gguf::{GgmlType, GgufFile, dequantize, quantize};
 use flux_io::nn::Linear;
 use flux_io::quant::{QuantType, Quantization};
 use flux_io::{KeyMap, LoadOptions, Source, Weights, load_module};
+use flux_testkit::{max_rel_diff, values};
 
 use crate::common::{f32s, fixture};
 
@@ -88,11 +89,11 @@ fn every_block_type_stays_packed_and_dequantizes_bit_exactly() {
         for m in [3, 40] {
             let x = Tensor::<B, 2>::random([m, cols], Distribution::Normal(0.0, 1.0), &device);
             let expected = x.clone().matmul(dense.clone().transpose());
-            let scale = expected.clone().abs().max().into_scalar();
-            let diff = (layer.forward(x) - expected).abs().max().into_scalar();
+            let (got, want) = (values(layer.forward(x)), values(expected));
+            let rel = max_rel_diff(&got, &want);
             assert!(
-                diff <= 1e-5 * scale,
-                "{ty}, {m} rows: forward differs by {diff} of {scale}"
+                rel <= 1e-5,
+                "{ty}, {m} rows: forward differs by {rel} of the largest"
             );
         }
     }
@@ -140,12 +141,7 @@ fn quantizing_at_load_equals_gguf_py_quantizer() {
             }
         };
         assert_eq!(ours, want, "{ty}");
-        let rel = ours
-            .iter()
-            .zip(&values)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max)
-            / values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let rel = max_rel_diff(&ours, &values);
         assert!(
             rel < 0.07,
             "{ty}: round-trip error {rel} of the largest value"

@@ -37,13 +37,7 @@ fn fixture(name: &str) -> Vec<f32> {
         .collect()
 }
 
-fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use flux_testkit::max_abs_diff as max_abs_err;
 
 #[test]
 fn bfl_schedule_matches_get_schedule() {

@@ -96,5 +96,9 @@ fn tiled_half_decode_blends_in_f32() {
 fn half_vae_keeps_bad_latents_an_error() {
     let device = Default::default();
     let nan = Tensor::<Flex, 4>::full([1, 16, 4, 4], f32::NAN, &device);
-    assert!(vae(DType::BF16).decode(nan).is_err());
+    let e = vae(DType::BF16).decode(nan).unwrap_err();
+    assert!(
+        matches!(e, flux_vae::Error::NonFinite("the latents to decode")),
+        "{e}"
+    );
 }

@@ -177,10 +177,11 @@ fn invalid_config_is_an_error() {
     let e = config.validate().unwrap_err().to_string();
     assert!(e.contains("3 GroupNorm groups"), "{e}");
     let init = std::panic::catch_unwind(|| config.init::<B>(&Default::default()));
-    assert!(
-        init.is_err(),
-        "init of an invalid config must not build a model"
-    );
+    let message = init
+        .map(|_| ())
+        .expect_err("init of an invalid config must not build a model");
+    let message = message.downcast_ref::<String>().expect("a formatted panic");
+    assert_eq!(*message, e);
     // Loading with it is an error, not a panic.
     let options = LoadConfig {
         config: Some(config),

@@ -159,11 +159,12 @@ fn bad_redux_requests_are_errors() {
         image_encoder: fixture("tiny_pipeline/text_encoder"),
         ..redux_files()
     };
-    assert!(
-        Pipeline::<B>::builder()
-            .files(ModelFiles::from_dir(fixture("tiny_pipeline")).unwrap())
-            .redux(wrong)
-            .build()
-            .is_err()
-    );
+    let built = Pipeline::<B>::builder()
+        .files(ModelFiles::from_dir(fixture("tiny_pipeline")).unwrap())
+        .redux(wrong)
+        .build();
+    let Err(e) = built else {
+        panic!("a CLIP text encoder loaded as the SigLIP tower")
+    };
+    assert!(e.to_string().contains("missing field `image_size`"), "{e}");
 }

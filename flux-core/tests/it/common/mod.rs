@@ -26,12 +26,9 @@ pub fn tensor<B: Backend, const D: usize>(
     Tensor::from_data(data, device)
 }
 
-/// Max |a - b| over all elements; panics on shape mismatch.
-pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    use burn::tensor::ElementConversion;
-    (a - b).abs().max().into_scalar().elem::<f32>()
-}
+/// Max |a - b| over all elements, infinite when either holds NaN or inf; panics on shape
+/// mismatch.
+pub use flux_testkit::max_abs_diff_tensors as max_abs_diff;
 
 /// Inputs of one fixture case.
 pub struct Inputs<B: Backend> {

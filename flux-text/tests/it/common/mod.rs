@@ -37,16 +37,12 @@ pub fn ids<B: Backend>(file: &str, key: &str, device: &B::Device) -> Tensor<B, 2
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// Largest absolute difference between a tensor and reference values (shapes must agree).
+/// Largest absolute difference between a tensor and reference values (shapes must agree);
+/// infinite when either holds NaN or inf.
 pub fn max_abs_err<B: Backend, const D: usize>(
     out: Tensor<B, D>,
     reference: &(Vec<f32>, Vec<usize>),
 ) -> f32 {
     assert_eq!(out.dims().to_vec(), reference.1, "shape");
-    let values: Vec<f32> = out.into_data().convert::<f32>().into_vec().unwrap();
-    values
-        .iter()
-        .zip(&reference.0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    flux_testkit::max_abs_diff(&flux_testkit::values(out), &reference.0)
 }

@@ -30,16 +30,9 @@ pub fn fixture_tensor<Bk: burn::tensor::backend::Backend>(
     Tensor::from_data(w.data(key).unwrap().convert::<f32>(), device)
 }
 
-pub fn max_abs<Bk: burn::tensor::backend::Backend>(a: Tensor<Bk, 4>, b: Tensor<Bk, 4>) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .abs()
-        .max()
-        .into_scalar()
-        .to_string()
-        .parse()
-        .unwrap()
-}
+/// Max |a - b| over all elements, infinite when either holds NaN or inf; panics on shape
+/// mismatch.
+pub use flux_testkit::max_abs_diff_tensors as max_abs;
 
 /// Deterministic latents of `shape` with values spread over about [-2, 2] (a fixed integer
 /// hash of each index, so every run and backend sees the same input).

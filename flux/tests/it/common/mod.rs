@@ -51,11 +51,7 @@ pub fn compare<Bk: burn::tensor::backend::Backend>(
 ) -> (f32, f64) {
     let out = pipeline.generate_float(&run.request).unwrap();
     assert_eq!(out.len(), run.expected.len());
-    let err = out
-        .iter()
-        .zip(&run.expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let err = max_abs(&out, &run.expected);
     let images = flux::vae::rgb8_images(
         &out,
         run.request.batch_size(),
@@ -71,14 +67,8 @@ pub fn compare<Bk: burn::tensor::backend::Backend>(
     (err, same as f64 / ours.len() as f64)
 }
 
-/// Largest |a − b| over two equally long slices.
-pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+/// Largest |a − b| over two equally long slices; infinite when either holds NaN or inf.
+pub use flux_testkit::max_abs_diff as max_abs;
 
 /// The bit patterns of f32 values, for exact comparisons that print well.
 pub fn bits(v: &[f32]) -> Vec<u32> {
