@@ -7,12 +7,12 @@ mod sampler_step;
 
 use std::time::Duration;
 
-use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
+use flux::FluxBackend;
 
 use crate::sampler_step::SamplerLoop;
 
-fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
+fn bench_backend<B: FluxBackend>(c: &mut Criterion, backend: &str) {
     let device = B::Device::default();
     let mut group = c.benchmark_group(format!("sampler/{backend}"));
     group.sample_size(20).warm_up_time(Duration::from_secs(1));

@@ -5,8 +5,8 @@
 
 use std::ops::ControlFlow;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use flux::FluxBackend;
 use flux_sampler::{Error, NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
 
 /// A sampler loop by name: (steps, image side in pixels, shifted schedule).
@@ -20,13 +20,13 @@ pub fn sampler_size(name: &str) -> Option<(usize, usize, bool)> {
 }
 
 /// One sampler loop, ready to run.
-pub struct SamplerLoop<B: Backend> {
+pub struct SamplerLoop<B: FluxBackend> {
     schedule: Schedule,
     start: Tensor<B, 3>,
     velocity: Tensor<B, 3>,
 }
 
-impl<B: Backend> SamplerLoop<B> {
+impl<B: FluxBackend> SamplerLoop<B> {
     /// A loop of `steps` Euler steps over the packed latents of a `side`x`side` image.
     ///
     /// # Errors
@@ -73,7 +73,7 @@ impl<B: Backend> SamplerLoop<B> {
 ///
 /// # Errors
 /// Never for the named sizes.
-pub fn noise<B: Backend>(side: usize, device: &B::Device) -> Result<Tensor<B, 4>, Error> {
+pub fn noise<B: FluxBackend>(side: usize, device: &B::Device) -> Result<Tensor<B, 4>, Error> {
     let shape = flux_sampler::diffusers_latent_shape(1, side, side);
     TorchGenerator::new(0).randn_tensor(shape, NoiseDtype::F32, device)
 }

@@ -2,14 +2,14 @@
 //! the rotary tables computed once, as a sampler does (`Flux::rope` + `try_forward_with_rope`).
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, FloatDType, Tensor};
-use flux_core::{Flux, QuantType, RopeTable};
+use flux::FluxBackend;
+use flux_core::{Flux, FluxConfig, RopeTable};
 
 use crate::sizes::Size;
 
 /// A randomly initialised model and the inputs of one step (batch 1).
-pub struct Step<B: Backend> {
+pub struct Step<B: FluxBackend> {
     /// The model (random weights).
     pub model: Flux<B>,
     img: Tensor<B, 3>,
@@ -20,7 +20,7 @@ pub struct Step<B: Backend> {
     guidance: Tensor<B, 1>,
 }
 
-impl<B: Backend> Step<B> {
+impl<B: FluxBackend> Step<B> {
     /// Builds the model and the inputs of `size` with a fixed seed.
     ///
     /// # Errors
@@ -74,7 +74,7 @@ impl<B: Backend> Step<B> {
     #[allow(dead_code)]
     pub fn cast(mut self, dtype: FloatDType) -> Self {
         struct Cast(FloatDType);
-        impl<B: Backend> ModuleMapper<B> for Cast {
+        impl<B: FluxBackend> ModuleMapper<B> for Cast {
             fn map_float<const D: usize>(
                 &mut self,
                 param: Param<Tensor<B, D>>,
@@ -95,7 +95,7 @@ impl<B: Backend> Step<B> {
     #[allow(dead_code)]
     pub fn filled(mut self, dtype: FloatDType) -> Self {
         struct Fill(FloatDType);
-        impl<B: Backend> ModuleMapper<B> for Fill {
+        impl<B: FluxBackend> ModuleMapper<B> for Fill {
             fn map_float<const D: usize>(
                 &mut self,
                 param: Param<Tensor<B, D>>,
@@ -118,88 +118,6 @@ impl<B: Backend> Step<B> {
         }
         self.model = self.model.map(&mut Fill(dtype));
         self
-    }
-
-    /// The same step with the linear weights quantized to `ty` in memory
-    /// ([`flux_io::nn::quantize`]), as a quantized checkpoint loads.
-    #[must_use]
-    #[allow(dead_code)]
-    pub fn quantized(mut self, ty: QuantType) -> Self {
-        self.model = flux_io::nn::quantize(self.model, ty);
-        self
-    }
-
-    /// The same step with a random rank-`rank` LoRA on every linear layer, written as a
-    /// BFL-named LoRA file and loaded through the real path (`LoraFile` → `resolve` →
-    /// `Flux::apply_lora`), merged or at run time.
-    ///
-    /// # Errors
-    /// Writing or reading the temporary file.
-    #[allow(dead_code)]
-    pub fn with_lora(
-        mut self,
-        rank: usize,
-        mode: flux_io::lora::LoraMode,
-    ) -> Result<Self, Box<dyn std::error::Error>> {
-        use flux_io::lora::{self, Component, LoraFile};
-        let device = self.model.device();
-        let targets = self.model.config().lora_targets::<B>(&device);
-        // One name per layer that stands for all of it (every layer has BFL's); which one
-        // does not matter, they all resolve to the layer. Sorted, so the file is the same
-        // on every run.
-        let mut names: Vec<_> = targets.iter().collect();
-        names.sort_by(|a, b| a.0.cmp(b.0));
-        let mut layers = std::collections::BTreeMap::new();
-        for (name, t) in names {
-            if t.rows == (0..t.output) && !t.swap_halves {
-                layers
-                    .entry(t.path.clone())
-                    .or_insert((name.to_string(), t.input, t.output));
-            }
-        }
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let mut seed = 1u64;
-        let mut random = |n: usize, scale: f32| -> Vec<u8> {
-            (0..n)
-                .flat_map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let u = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-                    (u * scale).to_le_bytes()
-                })
-                .collect()
-        };
-        for (name, input, output) in layers.values() {
-            let s = 1.0 / (*input as f32).sqrt();
-            tensors.push((
-                format!("{name}.lora_A.weight"),
-                vec![rank, *input],
-                random(rank * input, s),
-            ));
-            tensors.push((
-                format!("{name}.lora_B.weight"),
-                vec![*output, rank],
-                random(output * rank, 0.1),
-            ));
-        }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-            .iter()
-            .map(|(n, shape, b)| {
-                let view =
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
-                (n.clone(), view.expect("consistent sizes"))
-            })
-            .collect();
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("bench_lora.safetensors");
-        safetensors::serialize_to_file(views, None, &path)?;
-        let file = LoraFile::open(&path)?;
-        let resolved = lora::resolve(&[(file, 1.0)], &[(Component::Transformer, &targets)], false)?;
-        let adapters = &resolved.adapters[&Component::Transformer];
-        let (model, _) = self.model.apply_lora(adapters, mode)?;
-        self.model = model;
-        Ok(self)
     }
 
     /// The same step with the model's blocks offloaded to host memory
@@ -229,4 +147,77 @@ impl<B: Backend> Step<B> {
         B::sync(&out.device())?;
         Ok(out)
     }
+}
+
+/// A random rank-`rank` LoRA on every linear layer of `config`'s transformer, written as a
+/// BFL-named LoRA file and resolved through the real path (`LoraFile` → `resolve_loras`): the
+/// updates to build a model with (`Init::with_adapters`), merged or at run time.
+///
+/// # Errors
+/// Writing or reading the temporary file.
+#[allow(dead_code)]
+pub fn random_lora<B: FluxBackend>(
+    config: &FluxConfig,
+    rank: usize,
+    device: &B::Device,
+) -> Result<flux::lora::Adapters, Box<dyn std::error::Error>> {
+    use flux::Component;
+    use flux::lora::LoraFile;
+    let targets = config.lora_targets::<B>(device);
+    // One name per layer that stands for all of it (every layer has BFL's); which one does
+    // not matter, they all resolve to the layer. Sorted, so the file is the same on every run.
+    let mut names: Vec<_> = targets.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    let mut layers = std::collections::BTreeMap::new();
+    for (name, t) in names {
+        if t.rows == (0..t.output) && !t.swap_halves {
+            layers
+                .entry(t.path.clone())
+                .or_insert((name.to_string(), t.input, t.output));
+        }
+    }
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut seed = 1u64;
+    let mut random = |n: usize, scale: f32| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                (u * scale).to_le_bytes()
+            })
+            .collect()
+    };
+    for (name, input, output) in layers.values() {
+        let s = 1.0 / (*input as f32).sqrt();
+        tensors.push((
+            format!("{name}.lora_A.weight"),
+            vec![rank, *input],
+            random(rank * input, s),
+        ));
+        tensors.push((
+            format!("{name}.lora_B.weight"),
+            vec![*output, rank],
+            random(output * rank, 0.1),
+        ));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, b)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+            (n.clone(), view.expect("consistent sizes"))
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench_lora.safetensors");
+    safetensors::serialize_to_file(views, None, &path)?;
+    let file = LoraFile::open(&path)?;
+    let mut resolved =
+        flux::resolve_loras(&[(file, 1.0)], &[(Component::Transformer, &targets)], false)?;
+    Ok(resolved
+        .adapters
+        .remove(&Component::Transformer)
+        .expect("every layer has a LoRA"))
 }

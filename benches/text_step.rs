@@ -1,8 +1,8 @@
 //! The text encoders at benchmark sizes: CLIP-L as released (77 tokens), and T5 narrowed for
 //! CPUs (`small`) or as released (`xxl`, 512 tokens: for GPUs).
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux::FluxBackend;
 use flux_text::{ClipConfig, T5Config};
 
 /// A T5 size by name: (`config`, tokens).
@@ -36,7 +36,7 @@ pub fn clip_size(name: &str) -> Option<(ClipConfig, usize)> {
 }
 
 /// Deterministic token ids in `[3, vocab)` ending with `eos` (batch 1).
-pub fn token_ids<B: Backend>(
+pub fn token_ids<B: FluxBackend>(
     n: usize,
     vocab: usize,
     eos: i64,

@@ -13,12 +13,12 @@ mod step;
 
 use std::time::Duration;
 
-use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
+use flux::FluxBackend;
 
 use crate::step::Step;
 
-fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
+fn bench_backend<B: FluxBackend>(c: &mut Criterion, backend: &str) {
     let device = B::Device::default();
     let mut group = c.benchmark_group(format!("transformer/{backend}"));
     group.sample_size(10).warm_up_time(Duration::from_secs(1));

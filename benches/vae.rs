@@ -7,10 +7,10 @@ mod vae_step;
 
 use std::time::Duration;
 
-use burn::tensor::backend::Backend;
 use criterion::{Criterion, criterion_group, criterion_main};
+use flux::FluxBackend;
 
-fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
+fn bench_backend<B: FluxBackend>(c: &mut Criterion, backend: &str) {
     let device = B::Device::default();
     let mut group = c.benchmark_group(format!("vae/{backend}"));
     group.sample_size(10).warm_up_time(Duration::from_secs(1));

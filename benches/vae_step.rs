@@ -2,8 +2,8 @@
 //! `patch` (the FLUX VAE as released, 64x64 image), `small` (FLUX VAE, 256x256 image),
 //! `dev` (FLUX VAE, 1024x1024: for GPUs).
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
+use flux::FluxBackend;
 use flux_vae::AutoEncoderConfig;
 
 /// A decode size by name: (`config`, image side in pixels).
@@ -18,7 +18,7 @@ pub fn vae_size(name: &str) -> Option<(AutoEncoderConfig, usize)> {
 }
 
 /// Random latents `[1, z_channels, side / 8, side / 8]` for an image of `side` pixels.
-pub fn latents<B: Backend>(
+pub fn latents<B: FluxBackend>(
     config: &AutoEncoderConfig,
     side: usize,
     device: &B::Device,

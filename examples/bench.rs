@@ -24,12 +24,13 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, FloatDType, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
+use flux::FluxBackend;
+use flux::nn::Init;
 
 use crate::sizes::Size;
-use crate::step::Step;
+use crate::step::{Step, random_lora};
 
 /// Times one FLUX workload.
 #[derive(Debug, Parser)]
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>> {
+fn run<B: FluxBackend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>> {
     let unknown = || format!("unknown size {:?} for this workload", args.size);
     match args.workload {
         Workload::T5 => {
@@ -160,7 +161,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Error>
                         ..Default::default()
                     };
                     let model = flux_text::load_t5_with::<B>(path, device, options)?;
-                    report_load(path, start, &model);
+                    report_load(path, start, model.param_bytes());
                     model
                 }
                 None => config.init::<B>(device),
@@ -273,12 +274,7 @@ fn quantization(args: &Args) -> flux_core::Quantization {
 }
 
 /// One line on a loaded checkpoint: time, parameter bytes (packed share), peak RSS so far.
-fn report_load<B: Backend, M: burn::module::Module<B>>(
-    path: &std::path::Path,
-    start: Instant,
-    model: &M,
-) {
-    let bytes = flux_io::nn::ParamBytes::of(model);
+fn report_load(path: &std::path::Path, start: Instant, bytes: flux::nn::ParamBytes) {
     println!(
         "loaded {} in {:.1} s: {:.2} GB ({:.2} GB packed in {} layers), peak RSS {:.2} GB",
         path.display(),
@@ -290,7 +286,7 @@ fn report_load<B: Backend, M: burn::module::Module<B>>(
     );
 }
 
-fn transformer<B: Backend>(
+fn transformer<B: FluxBackend>(
     args: &Args,
     size: &Size,
     construct_only: bool,
@@ -323,52 +319,64 @@ fn transformer<B: Backend>(
             ..Default::default()
         };
         let model = flux_core::load_with::<B>(path, device, options)?;
-        report_load(path, start, &model);
+        report_load(path, start, model.param_bytes());
         let step = Step::<B>::with_batch(model, size, args.batch, device)?;
         times_of(args, &step)?;
         println!("peak RSS {:.2} GB", peak_rss_gb());
         return Ok(());
     }
     size.config.validate()?;
-    let mut step = Step::<B>::with_batch(size.config.init::<B>(device), size, args.batch, device)?;
+    let lora_mode = match args.lora_mode.as_str() {
+        "merged" => flux::LoraMode::Merged,
+        "runtime" => flux::LoraMode::Runtime,
+        other => return Err(format!("--lora-mode {other}: merged or runtime").into()),
+    };
+    let adapters = match args.lora_rank {
+        Some(rank) => Some(random_lora::<B>(&size.config, rank, device)?),
+        None => None,
+    };
+    // Random weights drawn lazily in f32 and cast to the dtype; with --quantize, each linear
+    // weight drawn at once and quantized as it is built, as a quantized checkpoint loads.
+    let init = match args.quantize {
+        Some(ty) => Init::random_quantized(device, ty),
+        None => Init::random(device),
+    };
+    let init = if dtype != FloatDType::F32 {
+        init.with_dtype(dtype.into())
+    } else {
+        init
+    };
+    let init = match &adapters {
+        Some(adapters) => init.with_adapters(adapters, lora_mode),
+        None => init,
+    };
+    let model = size.config.init_with(&init);
+    init.finish()?;
+    let mut step = Step::<B>::with_batch(model, size, args.batch, device)?;
     println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
     if construct_only {
         return Ok(());
     }
-    if dtype != FloatDType::F32 || args.quantize.is_some() || args.fill {
+    if args.fill {
+        step = step.filled(dtype);
+    }
+    if dtype != FloatDType::F32 || args.quantize.is_some() || args.fill || adapters.is_some() {
         let start = Instant::now();
-        step = if args.fill {
-            step.filled(dtype)
-        } else {
-            step.cast(dtype)
-        };
-        if let Some(ty) = args.quantize {
-            step = step.quantized(ty);
-        }
-        B::sync(device)?;
-        let bytes = flux_io::nn::ParamBytes::of(&step.model);
+        // Draws the lazy weights (and casts them) before the timed runs.
+        step.run()?;
+        let bytes = step.model.param_bytes();
         println!(
-            "weights {:?}{}: {:.2} GB ({:.2} GB packed in {} layers), prepared in {:.1} s",
+            "weights {:?}{}: {:.2} GB ({:.2} GB packed in {} layers, {:.1} MB of run-time LoRA \
+             factors{}), prepared in {:.1} s",
             dtype,
             args.quantize.map(|q| format!(" {q}")).unwrap_or_default(),
             bytes.total() as f64 / 1e9,
             bytes.packed as f64 / 1e9,
             bytes.packed_layers,
-            start.elapsed().as_secs_f64()
-        );
-    }
-    if let Some(rank) = args.lora_rank {
-        let mode = match args.lora_mode.as_str() {
-            "merged" => flux_io::lora::LoraMode::Merged,
-            "runtime" => flux_io::lora::LoraMode::Runtime,
-            other => return Err(format!("--lora-mode {other}: merged or runtime").into()),
-        };
-        let start = Instant::now();
-        step = step.with_lora(rank, mode)?;
-        let bytes = flux_io::nn::ParamBytes::of(&step.model);
-        println!(
-            "rank-{rank} LoRA on every linear layer, {mode:?}: {:.1} MB of run-time factors, applied in {:.1} s",
             bytes.adapters as f64 / 1e6,
+            args.lora_rank
+                .map(|r| format!(", rank-{r} LoRA on every linear layer {lora_mode:?}"))
+                .unwrap_or_default(),
             start.elapsed().as_secs_f64()
         );
     }
@@ -395,7 +403,7 @@ fn float_dtype(name: &str) -> Result<FloatDType, Box<dyn Error>> {
 }
 
 /// Times `args.reps` steps after `args.warmup` (the first output checked for finiteness).
-fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<f64, Box<dyn Error>> {
+fn times_of<B: FluxBackend>(args: &Args, step: &Step<B>) -> Result<f64, Box<dyn Error>> {
     let mut times = Vec::with_capacity(args.reps);
     let mut cpu = Vec::with_capacity(args.reps);
     for i in 0..args.warmup + args.reps {
@@ -423,7 +431,7 @@ fn times_of<B: Backend>(args: &Args, step: &Step<B>) -> Result<f64, Box<dyn Erro
 
 /// Times `args.reps` calls of `f` (after `args.warmup`), each returning a scalar summary of
 /// its output that is read back (so the work is finished) and checked for finiteness.
-fn time_runs<B: Backend>(
+fn time_runs<B: FluxBackend>(
     args: &Args,
     f: impl Fn() -> Result<Tensor<B, 1>, Box<dyn Error>>,
 ) -> Result<f64, Box<dyn Error>> {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use flux::{
-    GenerateRequest, ImageMetadata, LoraMode, MemoryMode, MemoryPlan, ModelFiles, ModelSizes,
-    Pipeline, Progress, QuantType, Quantization, ReduxFiles, Stage, Variant, save_png,
+    Device, EngineBuilder, GenerateRequest, ImageMetadata, LoraMode, MemoryMode, ModelFiles,
+    Progress, QuantType, Quantization, ReduxFiles, Stage, Variant, save_png,
 };
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,9 +65,9 @@ struct Args {
     /// Output file; with several images, `_1`, `_2`... are inserted before the extension.
     #[arg(long, default_value = "out.png")]
     out: PathBuf,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    /// Where to run: cpu, wgpu or cuda (the GPU backends need their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
     /// Float type of weights and activations; `auto` picks from the device and the memory
     /// available (printed).
     #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
@@ -199,13 +199,6 @@ enum LoraModeArg {
     Runtime,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Wgpu,
-    Cuda,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
 enum DtypeArg {
     Auto,
@@ -221,34 +214,10 @@ enum MemoryArg {
     Sequential,
 }
 
-/// Backend selection, in one spot: one module per backend, gated by cargo feature.
-mod backends {
-    /// burn's Flex: the faster CPU backend (docs/performance.md), with f16/bf16 tensors.
-    pub type Cpu = burn::backend::Flex;
-    #[cfg(feature = "wgpu")]
-    pub type Wgpu = burn::backend::Wgpu;
-    #[cfg(feature = "cuda")]
-    pub type Cuda = burn::backend::Cuda;
-}
-
 fn main() -> ExitCode {
     // Freed activations stay in the process for the next step (no page faults per step).
     flux::retain_freed_memory();
-    let args = Args::parse();
-    let result = match args.device {
-        DeviceArg::Cpu => run::<backends::Cpu>(&args),
-        #[cfg(feature = "wgpu")]
-        DeviceArg::Wgpu => run::<backends::Wgpu>(&args),
-        #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => run::<backends::Cuda>(&args),
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "--device {other:?} needs the `{}` cargo feature: cargo run --release --features {} --example generate -- ...",
-            format!("{other:?}").to_lowercase(),
-            format!("{other:?}").to_lowercase()
-        )),
-    };
-    match result {
+    match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -257,7 +226,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
+fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let files = match (&args.model_dir, &args.repo) {
         (Some(dir), _) => ModelFiles::from_dir_with(dir, args.transformer.clone(), args.t5.clone())
@@ -276,58 +245,26 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
             );
         }
     };
-    let (dtype, memory) = choose_memory(args, &files)?;
-    let quantization = quantization_label(args, &files);
+    let engine = engine_builder(args, files)?;
+    let plan = engine.plan().map_err(|e| e.to_string())?;
+    if plan.automatic {
+        println!("auto: {plan}");
+    }
+    if !plan.memory.fits {
+        eprintln!(
+            "warning: even the smallest choice needs about {:.1} GB, more than is available: \
+             expect swapping or an out-of-memory stop (try --quantize q8_0 or q4_0)",
+            plan.memory.peak_bytes as f64 / 1e9
+        );
+    }
+    let quantization = quantization_label(args, engine.files());
     if let Some(label) = &quantization {
         println!("quantized weights: {label}");
     }
     if args.dry_run {
         return Ok(());
     }
-    let pipeline = Pipeline::<B>::builder()
-        .files(files)
-        .dtype(dtype)
-        .memory(memory)
-        .offload_blocks(args.offload_blocks)
-        .quantization(args.quantize.unwrap_or_default())
-        .lora_mode(match args.lora_mode {
-            LoraModeArg::Merged => LoraMode::Merged,
-            LoraModeArg::Runtime => LoraMode::Runtime,
-        })
-        .lora_lenient(args.lora_lenient);
-    let pipeline = match args.batch_size {
-        Some(rows) => pipeline.max_batch(rows),
-        None => pipeline,
-    };
-    let redux = match (&args.redux, &args.redux_siglip, &args.redux_embedder) {
-        (Some(dir), _, _) => Some(ReduxFiles::from_dir(dir).map_err(|e| e.to_string())?),
-        (None, Some(siglip), Some(embedder)) => Some(ReduxFiles {
-            image_encoder: siglip.clone(),
-            image_embedder: embedder.clone(),
-            preprocessor: None,
-        }),
-        _ => None,
-    };
-    if redux.is_none() && !args.redux_images.is_empty() {
-        return Err("--redux-image needs the Redux models: --redux FLUX.1-Redux-dev".into());
-    }
-    let pipeline = match redux {
-        Some(files) => pipeline.redux(files),
-        None => pipeline,
-    };
-    let pipeline = match args.variant {
-        VariantArg::Auto => pipeline,
-        VariantArg::Text => pipeline.variant(Variant::TextToImage),
-        VariantArg::Kontext => pipeline.variant(Variant::Kontext),
-        VariantArg::Fill => pipeline.variant(Variant::Fill),
-        VariantArg::Control => pipeline.variant(Variant::Control),
-    };
-    let pipeline = args
-        .loras
-        .iter()
-        .fold(pipeline, |p, (path, strength)| p.lora(path, *strength))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let pipeline = engine.build().map_err(|e| e.to_string())?;
     for report in pipeline.lora_reports() {
         println!("lora: {report}");
         if !report.unmatched.is_empty() {
@@ -343,7 +280,6 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
         println!("model: {}", pipeline.variant());
     }
     let load_time = started.elapsed();
-
     let (request, tool_inputs) = tool_request(args)?;
     let request = request
         .with_seed(args.seed)
@@ -394,7 +330,7 @@ fn run<B: burn::tensor::backend::Backend>(args: &Args) -> Result<(), String> {
     let mut stage_times: BTreeMap<&'static str, Duration> = BTreeMap::new();
     let mut stage_start = Duration::ZERO;
     let images = pipeline
-        .generate_with_progress(&request, |p: Progress| {
+        .generate(&request, &mut |p: Progress| {
             let name = match p.stage {
                 Stage::Loading => "loading",
                 Stage::Encoding => "text",
@@ -630,69 +566,59 @@ fn parse_quantization(s: &str) -> Result<Quantization, String> {
         .map_err(|e| format!("{e}, or none"))
 }
 
-/// The dtype and memory mode to run with: the flags where given, else chosen from the models'
-/// sizes and the memory available (printed, with the reason).
-fn choose_memory(args: &Args, files: &ModelFiles) -> Result<(DType, MemoryMode), String> {
-    let dtype = match args.dtype {
-        DtypeArg::F32 => Some(DType::F32),
-        DtypeArg::Bf16 => Some(DType::BF16),
-        DtypeArg::F16 => Some(DType::F16),
-        DtypeArg::Auto => None,
-    };
-    let memory = match (args.memory, args.low_memory) {
-        (_, true) | (MemoryArg::Sequential, _) => Some(MemoryMode::Sequential),
-        (MemoryArg::Resident, _) => Some(MemoryMode::Resident),
-        (MemoryArg::Auto, false) => None,
-    };
-    if let (Some(dtype), Some(memory)) = (dtype, memory) {
-        return Ok((dtype, memory));
+/// The engine the flags ask for: device, dtype and memory mode (planned where not given),
+/// quantization, LoRAs, Redux, variant, batch size.
+fn engine_builder(args: &Args, files: ModelFiles) -> Result<EngineBuilder, String> {
+    let mut engine = EngineBuilder::new(files)
+        .device(args.device)
+        .offload_blocks(args.offload_blocks)
+        .quantization(args.quantize.unwrap_or_default())
+        .lora_mode(match args.lora_mode {
+            LoraModeArg::Merged => LoraMode::Merged,
+            LoraModeArg::Runtime => LoraMode::Runtime,
+        })
+        .lora_lenient(args.lora_lenient);
+    match args.dtype {
+        DtypeArg::F32 => engine = engine.dtype(DType::F32),
+        DtypeArg::Bf16 => engine = engine.dtype(DType::BF16),
+        DtypeArg::F16 => engine = engine.dtype(DType::F16),
+        DtypeArg::Auto => {}
     }
-    const GB: f64 = 1e9;
-    // The dtypes each device runs well, most exact first: wgpu's WGSL has no bf16.
-    let dtypes: Vec<DType> = match (dtype, args.device) {
-        (Some(d), _) => vec![d],
-        (None, DeviceArg::Cpu) => vec![DType::F32, DType::BF16],
-        (None, DeviceArg::Cuda) => vec![DType::BF16],
-        (None, DeviceArg::Wgpu) => vec![DType::F16],
-    };
-    let (available, source) = match (args.available_memory, args.device) {
-        (Some(gb), _) => ((gb * GB) as u64, "as given"),
-        (None, DeviceArg::Cpu) => match MemoryPlan::host_memory_available() {
-            Some(bytes) => (bytes, "available now"),
-            None => (u64::MAX, "unknown: not measured on this OS"),
-        },
-        (None, _) => (
-            u64::MAX,
-            "unknown: a GPU's memory cannot be read here, pass --available-memory",
-        ),
-    };
-    let memories = match memory {
-        Some(memory) => vec![memory],
-        None => vec![MemoryMode::Resident, MemoryMode::Sequential],
-    };
-    let sizes = ModelSizes::read_with(files, args.quantize.unwrap_or_default())
-        .map_err(|e| e.to_string())?;
-    let plan = MemoryPlan::choose(&sizes, available, &dtypes, &memories);
-    let memory_text = if available == u64::MAX {
-        format!("memory {source}")
-    } else {
-        format!("{:.1} GB {source}", available as f64 / GB)
-    };
-    println!(
-        "auto: {:?}, {:?} memory: estimated peak {:.1} GB of weights and activations, {memory_text}",
-        plan.dtype,
-        plan.memory,
-        plan.peak_bytes as f64 / GB,
-    );
-    if !plan.fits {
-        eprintln!(
-            "warning: even the smallest choice ({:?}, {:?}) needs about {:.1} GB, more than the {:.1} GB \
-             available: expect swapping or an out-of-memory stop (try --quantize q8_0 or q4_0)",
-            plan.dtype,
-            plan.memory,
-            plan.peak_bytes as f64 / GB,
-            available as f64 / GB
-        );
+    match (args.memory, args.low_memory) {
+        (_, true) | (MemoryArg::Sequential, _) => engine = engine.memory(MemoryMode::Sequential),
+        (MemoryArg::Resident, _) => engine = engine.memory(MemoryMode::Resident),
+        (MemoryArg::Auto, false) => {}
     }
-    Ok((plan.dtype, plan.memory))
+    if let Some(gb) = args.available_memory {
+        engine = engine.available_memory((gb * 1e9) as u64);
+    }
+    if let Some(rows) = args.batch_size {
+        engine = engine.max_batch(rows);
+    }
+    let redux = match (&args.redux, &args.redux_siglip, &args.redux_embedder) {
+        (Some(dir), _, _) => Some(ReduxFiles::from_dir(dir).map_err(|e| e.to_string())?),
+        (None, Some(siglip), Some(embedder)) => Some(ReduxFiles {
+            image_encoder: siglip.clone(),
+            image_embedder: embedder.clone(),
+            preprocessor: None,
+        }),
+        _ => None,
+    };
+    if redux.is_none() && !args.redux_images.is_empty() {
+        return Err("--redux-image needs the Redux models: --redux FLUX.1-Redux-dev".into());
+    }
+    if let Some(files) = redux {
+        engine = engine.redux(files);
+    }
+    match args.variant {
+        VariantArg::Auto => {}
+        VariantArg::Text => engine = engine.variant(Variant::TextToImage),
+        VariantArg::Kontext => engine = engine.variant(Variant::Kontext),
+        VariantArg::Fill => engine = engine.variant(Variant::Fill),
+        VariantArg::Control => engine = engine.variant(Variant::Control),
+    }
+    for (path, strength) in &args.loras {
+        engine = engine.lora(path, *strength);
+    }
+    Ok(engine)
 }

@@ -1,6 +1,6 @@
 //! [`FluxConfig`]: the hyper-parameters of a FLUX transformer, with the released models' presets.
 
-use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::{Error, Flux, Result};
 
@@ -158,10 +158,19 @@ impl FluxConfig {
     /// # Panics
     /// If the config is invalid: a config that did not come from a preset or a checkpoint
     /// should go through [`FluxConfig::validate`] first (the loaders do).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Flux<B> {
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> Flux<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// Builds the model from `init` ([`Init::random_quantized`] for a quantized random model;
+    /// [`crate::load`] reads a checkpoint).
+    ///
+    /// # Panics
+    /// As [`FluxConfig::init`].
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> Flux<B> {
         if let Err(e) = self.validate() {
             panic!("{e}");
         }
-        Flux::new(self.clone(), device)
+        Flux::new(self.clone(), init, false)
     }
 }

@@ -3,8 +3,9 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
-use crate::attention::{SelfAttention, joint_attention};
+use crate::attention::SelfAttention;
 use crate::mlp::Mlp;
 use crate::modulation::Modulation;
 use crate::rope::RopeTable;
@@ -13,44 +14,44 @@ use crate::rope::RopeTable;
 #[derive(Module, Debug)]
 pub struct DoubleStreamBlock<B: Backend> {
     /// Image-stream modulation (two triples: attention, MLP).
-    pub(crate) img_mod: Modulation<B>,
+    img_mod: Modulation<B>,
     /// Image-stream attention weights.
-    pub(crate) img_attn: SelfAttention<B>,
+    img_attn: SelfAttention<B>,
     /// Image-stream MLP.
-    pub(crate) img_mlp: Mlp<B>,
+    img_mlp: Mlp<B>,
     /// Text-stream modulation.
-    pub(crate) txt_mod: Modulation<B>,
+    txt_mod: Modulation<B>,
     /// Text-stream attention weights.
-    pub(crate) txt_attn: SelfAttention<B>,
+    txt_attn: SelfAttention<B>,
     /// Text-stream MLP.
-    pub(crate) txt_mlp: Mlp<B>,
+    txt_mlp: Mlp<B>,
     #[module(skip)]
     num_heads: usize,
 }
 
-impl<B: Backend> DoubleStreamBlock<B> {
+impl<B: FluxBackend> DoubleStreamBlock<B> {
     /// A block of width `hidden`.
     pub fn new(
         hidden: usize,
         heads: usize,
         mlp_hidden: usize,
         qkv_bias: bool,
-        device: &B::Device,
+        init: &Init<B>,
     ) -> Self {
         Self {
-            img_mod: Modulation::new(hidden, true, device),
-            img_attn: SelfAttention::new(hidden, heads, qkv_bias, device),
-            img_mlp: Mlp::new(hidden, mlp_hidden, device),
-            txt_mod: Modulation::new(hidden, true, device),
-            txt_attn: SelfAttention::new(hidden, heads, qkv_bias, device),
-            txt_mlp: Mlp::new(hidden, mlp_hidden, device),
+            img_mod: Modulation::new(hidden, true, &init.at("img_mod")),
+            img_attn: SelfAttention::new(hidden, heads, qkv_bias, &init.at("img_attn")),
+            img_mlp: Mlp::new(hidden, mlp_hidden, &init.at("img_mlp")),
+            txt_mod: Modulation::new(hidden, true, &init.at("txt_mod")),
+            txt_attn: SelfAttention::new(hidden, heads, qkv_bias, &init.at("txt_attn")),
+            txt_mlp: Mlp::new(hidden, mlp_hidden, &init.at("txt_mlp")),
             num_heads: heads,
         }
     }
 
     /// # Shapes
     /// - img: `[b, n_img, hidden]`, txt: `[b, n_txt, hidden]`, vec: `[b, hidden]`
-    /// - pe: tables for the joint sequence (text first), `[b, 1, n_txt + n_img, head_dim / 2]`
+    /// - pe: tables for the joint sequence (text first), `[b, n_txt + n_img, head_dim / 2]`
     /// - returns (img, txt) with the input shapes
     pub fn forward(
         &self,
@@ -65,17 +66,17 @@ impl<B: Backend> DoubleStreamBlock<B> {
 
         let img_qkv = self.img_attn.qkv(img_mod1.norm_modulate(img.clone()));
         let txt_qkv = self.txt_attn.qkv(txt_mod1.norm_modulate(txt.clone()));
-        let attn = joint_attention(vec![txt_qkv, img_qkv], self.num_heads, pe);
+        let attn = B::joint_attention(vec![txt_qkv, img_qkv], self.num_heads, pe);
         let n_txt = txt.dims()[1];
         let n_img = img.dims()[1];
         let txt_attn = attn.clone().narrow(1, 0, n_txt);
         let img_attn = attn.narrow(1, n_txt, n_img);
 
-        let img = img + self.img_attn.proj.forward(img_attn) * img_mod1.gate;
+        let img = img + self.img_attn.proj(img_attn) * img_mod1.gate;
         let img =
             img.clone() + self.img_mlp.forward(img_mod2.norm_modulate(img)) * img_mod2.gate.clone();
 
-        let txt = txt + self.txt_attn.proj.forward(txt_attn) * txt_mod1.gate;
+        let txt = txt + self.txt_attn.proj(txt_attn) * txt_mod1.gate;
         let txt =
             txt.clone() + self.txt_mlp.forward(txt_mod2.norm_modulate(txt)) * txt_mod2.gate.clone();
         (img, txt)

@@ -4,10 +4,10 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use flux_io::nn::Linear;
+use flux_nn::ops::in_f32;
+use flux_nn::{FluxBackend, Init, Linear};
 
 use crate::f32_tensor::f32_tensor;
-use flux_io::ops::in_f32;
 
 /// Sinusoidal embedding of `t` (in [0, 1]; scaled by 1000 like the reference), `[cos | sin]`
 /// order, max period 10000. Computed in f32 with the reference's order of operations (the
@@ -41,17 +41,17 @@ pub fn timestep_embedding<B: Backend>(t: Tensor<B, 1>, dim: usize) -> Tensor<B, 
 #[derive(Module, Debug)]
 pub struct MlpEmbedder<B: Backend> {
     /// `in_dim -> hidden`.
-    pub(crate) in_layer: Linear<B>,
+    in_layer: Linear<B>,
     /// `hidden -> hidden`.
-    pub(crate) out_layer: Linear<B>,
+    out_layer: Linear<B>,
 }
 
-impl<B: Backend> MlpEmbedder<B> {
+impl<B: FluxBackend> MlpEmbedder<B> {
     /// An embedder from `in_dim` to `hidden`.
-    pub fn new(in_dim: usize, hidden: usize, device: &B::Device) -> Self {
+    pub fn new(in_dim: usize, hidden: usize, init: &Init<B>) -> Self {
         Self {
-            in_layer: Linear::new(in_dim, hidden, true, device),
-            out_layer: Linear::new(hidden, hidden, true, device),
+            in_layer: init.linear("in_layer", in_dim, hidden, true),
+            out_layer: init.linear("out_layer", hidden, hidden, true),
         }
     }
 

@@ -4,25 +4,25 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use flux_io::nn::Linear;
+use flux_nn::{FluxBackend, Init, Linear};
 
-use flux_io::ops;
+use crate::modulation::NORM_EPS;
 
 /// BFL `LastLayer` (checkpoint `final_layer.*`; the modulation is `adaLN_modulation.1`).
 #[derive(Module, Debug)]
 pub struct LastLayer<B: Backend> {
     /// `hidden -> out_channels`.
-    pub(crate) linear: Linear<B>,
+    linear: Linear<B>,
     /// `hidden -> 2 * hidden`, chunked (shift, scale) — BFL order.
-    pub(crate) ada_ln_modulation: Linear<B>,
+    ada_ln_modulation: Linear<B>,
 }
 
-impl<B: Backend> LastLayer<B> {
+impl<B: FluxBackend> LastLayer<B> {
     /// A final layer from `hidden` to `out_channels`.
-    pub fn new(hidden: usize, out_channels: usize, device: &B::Device) -> Self {
+    pub fn new(hidden: usize, out_channels: usize, init: &Init<B>) -> Self {
         Self {
-            linear: Linear::new(hidden, out_channels, true, device),
-            ada_ln_modulation: Linear::new(hidden, 2 * hidden, true, device),
+            linear: init.linear("linear", hidden, out_channels, true),
+            ada_ln_modulation: init.linear("ada_ln_modulation", hidden, 2 * hidden, true),
         }
     }
 
@@ -39,6 +39,6 @@ impl<B: Backend> LastLayer<B> {
             chunks.next().expect("2 chunks"),
         );
         self.linear
-            .forward(ops::layer_norm_modulate(x, scale, shift))
+            .forward(B::layer_norm_modulate(x, scale, shift, NORM_EPS))
     }
 }

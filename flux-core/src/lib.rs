@@ -4,8 +4,9 @@
 //! [`FluxConfig::schnell`] presets), [`Flux`] the model, whose `forward` has the reference
 //! implementation's signature, and [`load`] / [`load_with`] read the released checkpoints: BFL
 //! single files (also behind ComfyUI's `model.diffusion_model.` prefix, fp8 included) and
-//! diffusers folders. Files, key tables and the loading error come from `flux-io`, which every
-//! model crate of the workspace shares.
+//! diffusers folders. Files, key tables and the loading error come from `flux-io`; the layers,
+//! the backend seam ([`flux_nn::FluxBackend`]) and building in the stored form from `flux-nn`,
+//! which every model crate of the workspace shares.
 //!
 //! The blocks follow BFL's `src/flux/modules/layers.py`, one file each. Those a user composes
 //! into a model of their own (a ControlNet, a different depth) are public: [`EmbedNd`] (3-axis
@@ -37,7 +38,7 @@ pub use config::FluxConfig;
 pub use double_block::DoubleStreamBlock;
 pub use embed::timestep_embedding;
 pub use error::{Error, Result};
-pub use flux_io::quant::{QuantType, Quantization};
+pub use flux_nn::quant::{QuantType, Quantization};
 pub use model::Flux;
 pub use packing::{check_image_size, img_ids, img_ids_at, pack, pack_mask, txt_ids, unpack};
 pub use rope::{EmbedNd, RopeTable};

@@ -1,15 +1,12 @@
 //! LoRAs on the transformer: the names its layers go by in LoRA files, and applying
 //! resolved updates to a loaded model (resident or offloaded).
 
-use burn::module::Module;
-use burn::tensor::backend::Backend;
 use flux_io::Source;
-use flux_io::lora::{self, Adapters, Applied, LoraMode, Target, Targets};
+use flux_lora::{Adapters, Target, Targets};
+use flux_nn::{FluxBackend, Init, LayerKind};
 
-use crate::blocks::Blocks;
 use crate::checkpoint::{DiffusersKeys, bfl_key};
-use crate::model::{new_double_block, new_single_block};
-use crate::{Flux, FluxConfig, Result};
+use crate::{Flux, FluxConfig};
 
 impl FluxConfig {
     /// The names this transformer's linear layers go by in LoRA files: BFL's
@@ -20,11 +17,22 @@ impl FluxConfig {
     /// for the image stream, `…2` for text, `proj_lora1/2`; single blocks' `qkv_lora` and
     /// `proj_lora`). Norm scales answer to their checkpoint keys (BFL's and diffusers'), for
     /// ComfyUI's full differences (`….norm.key_norm.scale.diff`).
-    pub fn lora_targets<B: Backend>(&self, device: &B::Device) -> Targets {
-        let skeleton = Flux::<B>::new(self.clone(), device);
+    pub fn lora_targets<B: FluxBackend>(&self, device: &B::Device) -> Targets {
+        let layout = Init::layout(device);
+        let _ = Flux::<B>::new(self.clone(), &layout, false);
         let hidden = self.hidden_size;
         let mut targets = Targets::new();
-        for (path, [input, output]) in lora::linear_layers(&skeleton) {
+        let mut params = Vec::new();
+        for layer in layout.layers() {
+            let (path, input, output) = match layer.kind {
+                LayerKind::Linear {
+                    d_input, d_output, ..
+                } => (layer.path, d_input, d_output),
+                LayerKind::Param { shape } => {
+                    params.push((layer.path, shape));
+                    continue;
+                }
+            };
             let whole = Target {
                 // BFL's control LoRAs widen `img_in` to take the control latents.
                 widen: path == "img_in",
@@ -73,7 +81,7 @@ impl FluxConfig {
                 );
             }
         }
-        for (path, shape) in lora::other_params(&skeleton) {
+        for (path, shape) in params {
             let key = bfl_key(&path);
             targets.insert_param(key.clone(), path.clone(), shape.clone());
             if let Source::Key(key) = flux_io::KeyMap::source(&DiffusersKeys, &path) {
@@ -109,108 +117,14 @@ fn xlabs_names(path: &str, hidden: usize) -> Vec<(String, Option<std::ops::Range
     names
 }
 
-/// A change made to each part of the model in turn (generic over the part's type, which a
-/// closure cannot be).
-trait PartMap<B: Backend> {
-    fn map<M: Module<B>>(&mut self, module: M, prefix: &[&str]) -> flux_io::Result<M>;
-}
-
-struct Apply<'a> {
-    adapters: &'a Adapters,
-    mode: LoraMode,
-    applied: Applied,
-}
-
-impl<B: Backend> PartMap<B> for Apply<'_> {
-    fn map<M: Module<B>>(&mut self, module: M, prefix: &[&str]) -> flux_io::Result<M> {
-        let (module, done) = lora::apply(module, self.adapters, prefix, self.mode)?;
-        self.applied += done;
-        Ok(module)
-    }
-}
-
-struct Rescale<'a> {
-    adapters: &'a Adapters,
-    layers: usize,
-}
-
-impl<B: Backend> PartMap<B> for Rescale<'_> {
-    fn map<M: Module<B>>(&mut self, module: M, prefix: &[&str]) -> flux_io::Result<M> {
-        let (module, n) = lora::rescale(module, self.adapters, prefix);
-        self.layers += n;
-        Ok(module)
-    }
-}
-
-impl<B: Backend> Flux<B> {
-    /// Applies resolved LoRA updates ([`flux_io::lora::resolve`] against
-    /// [`FluxConfig::lora_targets`]), merged or at run time ([`LoraMode`]), to the resident
-    /// part and every block (offloaded blocks are uploaded, updated and offloaded again).
-    ///
-    /// # Errors
-    /// [`crate::Error::Load`] wrapping [`flux_io::Error::Lora`]: a layer whose shape differs
-    /// from what the updates were resolved for, a full-weight difference on a quantized
-    /// layer, or updates naming layers this model does not have.
-    pub fn apply_lora(mut self, adapters: &Adapters, mode: LoraMode) -> Result<(Self, Applied)> {
-        if let Some(input) = adapters.layer_input("img_in") {
-            // A control LoRA: [dev] becomes a control model, `img_in` taking the noisy
-            // latents' 64 channels and the control latents' 64 (zero weights until the
-            // LoRA's update lands on them).
-            self = self.widen_input(input);
-        }
-        let mut apply = Apply {
-            adapters,
-            mode,
-            applied: Applied::default(),
-        };
-        let model = self.map_parts(&mut apply)?;
-        let applied = apply.applied;
-        let total = applied.merged + applied.runtime;
-        if total != adapters.len() {
-            return Err(flux_io::Error::Lora {
-                file: String::new(),
-                reason: format!(
-                    "{} layer update(s) resolved but {total} of their layers found in the model",
-                    adapters.len()
-                ),
-            }
-            .into());
-        }
-        Ok((model, applied))
-    }
-
-    /// Sets the strengths of run-time LoRA updates to `adapters`' (made by
-    /// [`Adapters::with_scales`] from the ones applied); merged updates stay as merged.
-    /// Returns the model and the number of layers rescaled.
-    ///
-    /// # Errors
-    /// Never for a model the adapters were applied to.
-    pub fn rescale_lora(self, adapters: &Adapters) -> Result<(Self, usize)> {
-        let mut rescale = Rescale {
-            adapters,
-            layers: 0,
-        };
-        let model = self.map_parts(&mut rescale)?;
-        Ok((model, rescale.layers))
-    }
-
-    /// Runs `f` on the resident part (blocks aside) and on each block, with its path.
-    fn map_parts(mut self, f: &mut impl PartMap<B>) -> Result<Self> {
-        let device = self.device();
-        let config = self.config().clone();
-        let double = std::mem::replace(&mut self.double_blocks, Blocks::Resident(Vec::new()));
-        let single = std::mem::replace(&mut self.single_blocks, Blocks::Resident(Vec::new()));
-        let mut model = f.map(self, &[])?;
-        model.double_blocks = double.try_map_each(
-            || new_double_block(&config, &device),
-            &device,
-            |block, i| f.map(block, &["double_blocks", &i.to_string()]),
-        )?;
-        model.single_blocks = single.try_map_each(
-            || new_single_block(&config, &device),
-            &device,
-            |block, i| f.map(block, &["single_blocks", &i.to_string()]),
-        )?;
-        Ok(model)
+impl<B: FluxBackend> Flux<B> {
+    /// Sets the strengths of the run-time LoRA updates the model was built with
+    /// ([`crate::LoadConfig::adapters`]) to `adapters`' (made by [`Adapters::with_scales`]
+    /// from them), and moves merged bias and norm differences by the change; merged low-rank
+    /// updates stay as merged. Call it on the model as loaded: each call rescales from the
+    /// strengths it was built at. Returns the model and the number of parameters rewritten.
+    pub fn rescale_lora(self, adapters: &Adapters) -> (Self, usize) {
+        let slots = self.lora.clone();
+        slots.rescale(self, adapters)
     }
 }

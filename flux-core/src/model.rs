@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use flux_io::nn::Linear;
+use flux_nn::{FluxBackend, Init, Linear, LoraSlots, ParamBytes};
 
 use crate::blocks::Blocks;
 use crate::double_block::DoubleStreamBlock;
@@ -30,39 +30,71 @@ pub struct Flux<B: Backend> {
     /// T5 tokens -> hidden.
     txt_in: Linear<B>,
     /// Double-stream blocks (on the device, or in host memory: [`Flux::offload_blocks`]).
-    pub(crate) double_blocks: Blocks<B, DoubleStreamBlock<B>>,
+    double_blocks: Blocks<B, DoubleStreamBlock<B>>,
     /// Single-stream blocks.
-    pub(crate) single_blocks: Blocks<B, SingleStreamBlock<B>>,
+    single_blocks: Blocks<B, SingleStreamBlock<B>>,
     /// Final modulation and projection.
     final_layer: LastLayer<B>,
     #[module(skip)]
     config: FluxConfig,
+    /// What the parameters hold, as built.
+    #[module(skip)]
+    held: ParamBytes,
+    /// Where the run-time LoRA strengths live ([`Flux::rescale_lora`]).
+    #[module(skip)]
+    pub(crate) lora: LoraSlots,
 }
 
-impl<B: Backend> Flux<B> {
-    /// Builds the module tree for a validated `config` (parameters stay lazily uninitialised).
-    pub(crate) fn new(config: FluxConfig, device: &B::Device) -> Self {
+impl<B: FluxBackend> Flux<B> {
+    /// Builds the model for a validated `config` from `init` (its names are BFL's keys, with
+    /// three spellings Rust fields need: `img_mlp.in_layer`/`out_layer` for `img_mlp.0`/`.2`,
+    /// `final_layer.ada_ln_modulation` for `adaLN_modulation.1`), each block moved to host
+    /// memory as it is built when `offload` is set.
+    pub(crate) fn new(config: FluxConfig, init: &Init<B>, offload: bool) -> Self {
         let h = config.hidden_size;
-        Self {
-            img_in: Linear::new(config.in_channels, h, true, device),
-            time_in: MlpEmbedder::new(TIME_EMBED_DIM, h, device),
-            vector_in: MlpEmbedder::new(config.vec_in_dim, h, device),
-            guidance_in: config
+        let c = &config;
+        let failed = || init.failed();
+        let double = init.at("double_blocks");
+        let double_blocks = Blocks::build(
+            c.depth,
+            offload,
+            |i| {
+                DoubleStreamBlock::new(
+                    h,
+                    c.num_heads,
+                    c.mlp_hidden_dim(),
+                    c.qkv_bias,
+                    &double.at(i),
+                )
+            },
+            failed,
+        );
+        let single = init.at("single_blocks");
+        let single_blocks = Blocks::build(
+            c.depth_single_blocks,
+            offload,
+            |i| SingleStreamBlock::new(h, c.num_heads, c.mlp_hidden_dim(), &single.at(i)),
+            failed,
+        );
+        let model = Self {
+            img_in: init.linear("img_in", c.in_channels, h, true),
+            time_in: MlpEmbedder::new(TIME_EMBED_DIM, h, &init.at("time_in")),
+            vector_in: MlpEmbedder::new(c.vec_in_dim, h, &init.at("vector_in")),
+            guidance_in: c
                 .guidance_embed
-                .then(|| MlpEmbedder::new(TIME_EMBED_DIM, h, device)),
-            txt_in: Linear::new(config.context_in_dim, h, true, device),
-            double_blocks: Blocks::Resident(
-                (0..config.depth)
-                    .map(|_| new_double_block(&config, device))
-                    .collect(),
-            ),
-            single_blocks: Blocks::Resident(
-                (0..config.depth_single_blocks)
-                    .map(|_| new_single_block(&config, device))
-                    .collect(),
-            ),
-            final_layer: LastLayer::new(h, config.out_channels, device),
-            config,
+                .then(|| MlpEmbedder::new(TIME_EMBED_DIM, h, &init.at("guidance_in"))),
+            txt_in: init.linear("txt_in", c.context_in_dim, h, true),
+            double_blocks,
+            single_blocks,
+            final_layer: LastLayer::new(h, c.out_channels, &init.at("final_layer")),
+            config: config.clone(),
+            held: ParamBytes::default(),
+            lora: LoraSlots::default(),
+        };
+        Self {
+            held: init.held(),
+            lora: init.lora_slots(),
+            ..model
         }
     }
 
@@ -85,13 +117,17 @@ impl<B: Backend> Flux<B> {
 
     /// Whether the blocks are offloaded to host memory ([`Flux::offload_blocks`]).
     pub fn is_offloaded(&self) -> bool {
-        matches!(self.double_blocks, Blocks::Offloaded(_))
-            || matches!(self.single_blocks, Blocks::Offloaded(_))
+        self.double_blocks.host_bytes().is_some() || self.single_blocks.host_bytes().is_some()
     }
 
     /// Bytes of block weights held in host memory (0 when resident).
     pub fn offloaded_bytes(&self) -> usize {
-        self.double_blocks.host_bytes() + self.single_blocks.host_bytes()
+        self.double_blocks.host_bytes().unwrap_or(0) + self.single_blocks.host_bytes().unwrap_or(0)
+    }
+
+    /// What the model's parameters hold (dense, quantized, run-time LoRA updates), as built.
+    pub fn param_bytes(&self) -> ParamBytes {
+        self.held
     }
 
     /// The float dtype of the weights (and of the activations: inputs are cast to it, norm
@@ -108,17 +144,6 @@ impl<B: Backend> Flux<B> {
     /// The model's configuration.
     pub fn config(&self) -> &FluxConfig {
         &self.config
-    }
-
-    /// The model taking `in_channels` input channels per token instead of its own (fewer is
-    /// a no-op), the new ones through zero weights of `img_in` (see
-    /// [`flux_io::nn::Linear::widen_input`]).
-    pub(crate) fn widen_input(mut self, in_channels: usize) -> Self {
-        if in_channels > self.config.in_channels {
-            self.img_in = self.img_in.widen_input(in_channels);
-            self.config.in_channels = in_channels;
-        }
-        self
     }
 
     /// One velocity prediction, with the reference's signature.
@@ -177,7 +202,7 @@ impl<B: Backend> Flux<B> {
     /// sampler computes them once and reuses them at every step.
     ///
     /// # Shapes
-    /// - txt_ids: `[b, n_txt, 3]`, img_ids: `[b, n_img, 3]` -> tables `[b, 1, n_txt + n_img, head_dim/2]`
+    /// - txt_ids: `[b, n_txt, 3]`, img_ids: `[b, n_img, 3]` -> tables `[b, n_txt + n_img, head_dim/2]`
     ///
     /// # Errors
     /// [`Error::BadInput`] for non-finite ids or mismatched batch sizes.
@@ -219,7 +244,7 @@ impl<B: Backend> Flux<B> {
         expect_dims(
             "rope table",
             &pe.dims(),
-            &[b, 1, n_txt + n_img, c.head_dim() / 2],
+            &[b, n_txt + n_img, c.head_dim() / 2],
         )?;
 
         let mut vec = self
@@ -242,48 +267,16 @@ impl<B: Backend> Flux<B> {
 
         let mut img = self.img_in.forward(img);
         let mut txt = self.txt_in.forward(txt);
-        let device = img.device();
         for i in 0..self.double_blocks.len() {
-            let block = self
-                .double_blocks
-                .get(i, || new_double_block(c, &device), &device);
-            (img, txt) = block.forward(img, txt, vec.clone(), pe);
+            (img, txt) = self.double_blocks.get(i).forward(img, txt, vec.clone(), pe);
         }
         let mut x = Tensor::cat(vec![txt, img], 1);
         for i in 0..self.single_blocks.len() {
-            let block = self
-                .single_blocks
-                .get(i, || new_single_block(c, &device), &device);
-            x = block.forward(x, vec.clone(), pe);
+            x = self.single_blocks.get(i).forward(x, vec.clone(), pe);
         }
         let img = x.narrow(1, n_txt, n_img);
         Ok(self.final_layer.forward(img, vec))
     }
-}
-
-/// A double block of `config`'s shape, parameters lazily uninitialised: what the model is
-/// built of, and the skeleton an offloaded block is uploaded into.
-pub(crate) fn new_double_block<B: Backend>(
-    config: &FluxConfig,
-    device: &B::Device,
-) -> DoubleStreamBlock<B> {
-    let c = config;
-    DoubleStreamBlock::new(
-        c.hidden_size,
-        c.num_heads,
-        c.mlp_hidden_dim(),
-        c.qkv_bias,
-        device,
-    )
-}
-
-/// A single block of `config`'s shape, parameters lazily uninitialised.
-pub(crate) fn new_single_block<B: Backend>(
-    config: &FluxConfig,
-    device: &B::Device,
-) -> SingleStreamBlock<B> {
-    let c = config;
-    SingleStreamBlock::new(c.hidden_size, c.num_heads, c.mlp_hidden_dim(), device)
 }
 
 fn expect_dims(what: &str, found: &[usize], expected: &[usize]) -> Result<()> {

@@ -4,8 +4,10 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use flux_io::nn::Linear;
-use flux_io::ops;
+use flux_nn::{FluxBackend, Init, Linear};
+
+/// The epsilon of the blocks' LayerNorms (no affine; BFL `nn.LayerNorm(eps=1e-6)`).
+pub(crate) const NORM_EPS: f64 = 1e-6;
 
 /// One (shift, scale, gate) triple, each `[b, 1, hidden]`.
 #[derive(Debug, Clone)]
@@ -18,14 +20,14 @@ pub struct ModulationOut<B: Backend> {
     pub(crate) gate: Tensor<B, 3>,
 }
 
-impl<B: Backend> ModulationOut<B> {
+impl<B: FluxBackend> ModulationOut<B> {
     /// `(1 + scale) * LayerNorm(x) + shift`: the block's norm (no affine, eps 1e-6) and its
-    /// modulation, one fused op on the host backends.
+    /// modulation, one fused op where the backend has one.
     ///
     /// # Shapes
     /// - x: `[b, seq, hidden]` -> `[b, seq, hidden]`
     pub fn norm_modulate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        ops::layer_norm_modulate(x, self.scale.clone(), self.shift.clone())
+        B::layer_norm_modulate(x, self.scale.clone(), self.shift.clone(), NORM_EPS)
     }
 }
 
@@ -34,18 +36,18 @@ impl<B: Backend> ModulationOut<B> {
 #[derive(Module, Debug)]
 pub struct Modulation<B: Backend> {
     /// `hidden -> multiplier * hidden`, multiplier 6 (double) or 3 (single).
-    pub(crate) lin: Linear<B>,
+    lin: Linear<B>,
     /// Two triples (double-stream block) or one (single-stream block).
     #[module(skip)]
     double: bool,
 }
 
-impl<B: Backend> Modulation<B> {
+impl<B: FluxBackend> Modulation<B> {
     /// Modulation for `hidden` channels; `double` gives two triples.
-    pub fn new(hidden: usize, double: bool, device: &B::Device) -> Self {
+    pub fn new(hidden: usize, double: bool, init: &Init<B>) -> Self {
         let multiplier = if double { 6 } else { 3 };
         Self {
-            lin: Linear::new(hidden, multiplier * hidden, true, device),
+            lin: init.linear("lin", hidden, multiplier * hidden, true),
             double,
         }
     }

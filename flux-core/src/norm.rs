@@ -1,31 +1,24 @@
-//! RMSNorm with a learned scale (q/k norm); the LayerNorm and its modulation are
-//! `flux_io::ops::layer_norm_modulate` (`ModulationOut::norm_modulate`).
+//! The q/k norms' learned scales (BFL `QKNorm`); the norms themselves run inside the joint
+//! attention ([`flux_nn::FluxBackend::joint_attention`]).
 
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use flux_io::ops;
+use flux_nn::{FluxBackend, Init};
 
-/// RMSNorm over the last dimension with a learned `scale` (BFL `RMSNorm`, eps 1e-6).
-/// Statistics are computed in f32 whatever the model's dtype.
+/// RMSNorm's learned scale (BFL `RMSNorm`, eps 1e-6; checkpoint key `….scale`).
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Per-channel scale, `[dim]`.
     pub(crate) scale: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> RmsNorm<B> {
-    /// A norm of width `dim` with scale 1.
-    pub fn new(dim: usize, device: &B::Device) -> Self {
+impl<B: FluxBackend> RmsNorm<B> {
+    /// A norm of width `dim` (scale 1 when random).
+    pub fn new(dim: usize, init: &Init<B>) -> Self {
         Self {
-            scale: Param::from_tensor(Tensor::ones([dim], device)),
+            scale: init.param("scale", [dim], Initializer::Ones),
         }
-    }
-
-    /// # Shapes
-    /// - x: `[..., dim]` -> `[..., dim]`
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        ops::rms_norm(x, self.scale.val())
     }
 }
 
@@ -38,18 +31,24 @@ pub struct QkNorm<B: Backend> {
     pub(crate) key_norm: RmsNorm<B>,
 }
 
-impl<B: Backend> QkNorm<B> {
+impl<B: FluxBackend> QkNorm<B> {
     /// Norms of width `head_dim`.
-    pub fn new(head_dim: usize, device: &B::Device) -> Self {
+    pub fn new(head_dim: usize, init: &Init<B>) -> Self {
         Self {
-            query_norm: RmsNorm::new(head_dim, device),
-            key_norm: RmsNorm::new(head_dim, device),
+            query_norm: RmsNorm::new(head_dim, &init.at("query_norm")),
+            key_norm: RmsNorm::new(head_dim, &init.at("key_norm")),
         }
     }
 
+    /// The joint attention's view of a fused projection with these norms.
+    ///
     /// # Shapes
-    /// - q, k: `[b, heads, seq, head_dim]`, each normalised over `head_dim`
-    pub fn forward(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        (self.query_norm.forward(q), self.key_norm.forward(k))
+    /// - qkv: `[b, seq, width]`, q, k, v in the first `3 · hidden` columns
+    pub fn stream(&self, qkv: Tensor<B, 3>) -> flux_nn::ops::QkvStream<B> {
+        flux_nn::ops::QkvStream {
+            qkv,
+            q_scale: self.query_norm.scale.val(),
+            k_scale: self.key_norm.scale.val(),
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use burn::backend::NdArray;
-use burn::module::Module;
 use flux_core::FluxConfig;
+use flux_nn::{Init, LayerKind};
 
 /// Anonymous resident memory of this process, in bytes (Linux `RssAnon`).
 fn rss_anon() -> u64 {
@@ -24,49 +24,36 @@ fn rss_anon() -> u64 {
 /// Writes a BFL-layout checkpoint for `config` with the tensors' values streamed to disk (no
 /// copy of the weights is ever held in memory), filled with small deterministic values.
 fn write_checkpoint(config: &FluxConfig, path: &std::path::Path) -> u64 {
-    // Shapes in BFL's convention, from a model built lazily (nothing allocated).
-    let model = config.init::<NdArray<f32>>(&Default::default());
+    // Shapes in BFL's convention, from the layers a layout build records (nothing allocated).
+    let layout = Init::<NdArray<f32>>::layout(&Default::default());
+    config.init_with(&layout);
+    let bfl = |path: &str| {
+        path.replace("_mlp.in_layer.", "_mlp.0.")
+            .replace("_mlp.out_layer.", "_mlp.2.")
+            .replace(
+                "final_layer.ada_ln_modulation.",
+                "final_layer.adaLN_modulation.1.",
+            )
+    };
     let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
-    struct Collect<'a>(&'a mut Vec<(String, Vec<usize>)>, Vec<String>, Vec<String>);
-    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Collect<'_> {
-        // Enum variants (resident or offloaded blocks) are not part of checkpoint keys.
-        fn enter_module(&mut self, name: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.1.push(name.into());
-                self.2.push(container.into());
+    for layer in layout.layers() {
+        match layer.kind {
+            LayerKind::Linear {
+                d_input,
+                d_output,
+                bias,
+            } => {
+                shapes.push((
+                    bfl(&format!("{}.weight", layer.path)),
+                    vec![d_output, d_input],
+                ));
+                if bias {
+                    shapes.push((bfl(&format!("{}.bias", layer.path)), vec![d_output]));
+                }
             }
-        }
-        fn exit_module(&mut self, _: &str, container: &str) {
-            if !container.starts_with("Enum:") {
-                self.1.pop();
-                self.2.pop();
-            }
-        }
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::Tensor<B, D>>) {
-            let mut shape = param.lazy_shape().dims::<D>().to_vec();
-            if self.1.iter().any(|n| n == "packed" || n == "lora") {
-                // The placeholders of a dense layer's quantized form and of its absent
-                // run-time LoRA updates: nothing stored.
-                return;
-            }
-            if self.2.last().is_some_and(|c| c == "Struct:Linear")
-                && self.1.last().is_some_and(|n| n == "weight")
-            {
-                shape.reverse();
-            }
-            let key = self
-                .1
-                .join(".")
-                .replace("_mlp.in_layer.", "_mlp.0.")
-                .replace("_mlp.out_layer.", "_mlp.2.")
-                .replace(
-                    "final_layer.ada_ln_modulation.",
-                    "final_layer.adaLN_modulation.1.",
-                );
-            self.0.push((key, shape));
+            LayerKind::Param { shape } => shapes.push((bfl(&layer.path), shape)),
         }
     }
-    model.visit(&mut Collect(&mut shapes, Vec::new(), Vec::new()));
     shapes.sort();
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;

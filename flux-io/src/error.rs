@@ -33,7 +33,7 @@ pub enum Error {
     /// A GGUF file is not valid (magic, version, truncation, bounds, an unsupported tensor type
     /// on reading): the message names the file and, where it applies, the tensor.
     #[error(transparent)]
-    Gguf(#[from] crate::gguf::GgufError),
+    Gguf(#[from] flux_gguf::GgufError),
 
     /// A folder holds no `.safetensors` files.
     #[error("no .safetensors weights found in {0}")]

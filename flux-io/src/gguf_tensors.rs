@@ -3,9 +3,10 @@
 
 use burn::tensor::TensorData;
 
-use crate::gguf::{GgmlType, GgufFile};
+use flux_gguf::{GgmlType, GgufFile};
+
 use crate::safetensors_file::le_words;
-use crate::weights::TensorMeta;
+use crate::stored::TensorMeta;
 use crate::{Error, Result};
 
 /// The shape a tensor is meant to have: the `comfy.gguf.orig_shape.<name>` entry when the

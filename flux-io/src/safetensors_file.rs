@@ -93,10 +93,10 @@ impl SafetensorsFile {
     }
 
     /// Gives the pages of `name`'s bytes back to the kernel after they were read
-    /// ([`crate::pages::release`]).
+    /// ([`flux_gguf::release_pages`]).
     pub(crate) fn release(&self, name: &str) {
         if let Some(bytes) = self.bytes(name) {
-            crate::pages::release(&self.mmap, bytes);
+            flux_gguf::release_pages(&self.mmap, bytes);
         }
     }
 

@@ -6,34 +6,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::TensorData;
 
+use flux_gguf::GgufFile;
+
 use crate::checkpoint::read_json;
-use crate::gguf::GgufFile;
+use crate::stored::{Raw, TensorMeta};
 use crate::{Error, Result, SafetensorsFile, gguf_tensors};
-
-/// A stored tensor's description, before any data is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorMeta {
-    /// How the values are stored: a safetensors dtype (`"F32"`, `"BF16"`, `"F8_E4M3"`, ...)
-    /// or a GGUF type (`"Q8_0"`, `"Q4_K"`, ...).
-    pub dtype: String,
-    /// The stored shape (PyTorch convention; a GGUF `comfy.gguf.orig_shape` applied).
-    pub shape: Vec<usize>,
-}
-
-/// A stored tensor's bytes as they are in the file ([`Weights::raw`]).
-pub(crate) enum Raw<'a> {
-    Safetensors {
-        dtype: safetensors::Dtype,
-        bytes: &'a [u8],
-        shape: Vec<usize>,
-    },
-    Gguf {
-        ty: crate::gguf::GgmlType,
-        bytes: &'a [u8],
-        /// As stored (PyTorch order), before any `comfy.gguf.orig_shape`.
-        shape: Vec<usize>,
-    },
-}
 
 /// One file of a checkpoint.
 #[derive(Debug)]
@@ -226,7 +203,7 @@ impl Weights {
 
     /// The stored bytes of `key` as they are in the file (no conversion), with their encoding
     /// and stored shape; `None` if absent.
-    pub(crate) fn raw(&self, key: &str) -> Option<Raw<'_>> {
+    pub fn raw(&self, key: &str) -> Option<Raw<'_>> {
         match &self.files[*self.index.get(key)?] {
             StoredFile::Safetensors(file) => {
                 let info = file.info(key)?;

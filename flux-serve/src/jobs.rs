@@ -14,7 +14,7 @@ use flux::{GenerateRequest, ImageMetadata, Stage};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::engine::Engine;
+use flux::Engine;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -15,12 +15,11 @@
 //! Binds 127.0.0.1 unless told otherwise; with an API key every route needs it.
 
 mod api;
-mod engine;
 mod jobs;
 mod routes;
 
 pub use api::{ApiError, GenerationRequest, ImageData, ImagesResponse, parse_size};
-pub use engine::Engine;
+pub use flux::Engine;
 pub use jobs::{JobStatus, State};
 pub use routes::{ServeConfig, router};
 

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burn::tensor::DType;
-use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
-use flux::{LoraMode, MemoryMode, ModelFiles, Pipeline, ReduxFiles};
+use flux::{Device, EngineBuilder, LoraMode, MemoryMode, ModelFiles, ReduxFiles};
 use flux_serve::{Engine, ServeConfig};
 
 /// A self-hosted FLUX.1 images API (OpenAI's routes) and web page.
@@ -51,15 +50,28 @@ struct Args {
     /// Where generated PNGs go.
     #[arg(long, default_value = "flux-serve-images")]
     out_dir: PathBuf,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-    /// Float type of weights and activations (default: the device's).
-    #[arg(long, value_enum)]
-    dtype: Option<DtypeArg>,
-    /// Load each model only for its stage (peak memory: the largest model).
-    #[arg(long)]
+    /// Where to run: cpu, wgpu or cuda (the GPU backends need their cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Float type of weights and activations; `auto` picks from the device and the memory
+    /// available (printed).
+    #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
+    dtype: DtypeArg,
+    /// `resident`: all models loaded once; `sequential`: each model only for its stage (peak
+    /// memory: the largest model); `auto` picks from the memory available.
+    #[arg(long, value_enum, default_value_t = MemoryArg::Auto)]
+    memory: MemoryArg,
+    /// Same as `--memory sequential`.
+    #[arg(long, conflicts_with = "memory")]
     low_memory: bool,
+    /// Memory the automatic choice may plan for, in GB (default: what the OS reports available
+    /// for the CPU; a GPU's memory cannot be read, so pass it). Also `FLUX_AVAILABLE_MEMORY`.
+    #[arg(long, env = "FLUX_AVAILABLE_MEMORY")]
+    available_memory: Option<f64>,
+    /// Keep the transformer's blocks in host memory, uploaded one at a time (GPUs smaller than
+    /// the model).
+    #[arg(long)]
+    offload_blocks: bool,
     /// T5 sequence length (default: the model's).
     #[arg(long)]
     t5_max_len: Option<usize>,
@@ -73,35 +85,25 @@ struct Args {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Wgpu,
-    Cuda,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
 enum DtypeArg {
+    Auto,
     F32,
     Bf16,
     F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum MemoryArg {
+    Auto,
+    Resident,
+    Sequential,
 }
 
 fn main() -> ExitCode {
     // Freed activations stay in the process for the next step (no page faults per step).
     flux::retain_freed_memory();
     let args = Args::parse();
-    let engine = match args.device {
-        DeviceArg::Cpu => build::<burn::backend::Flex>(&args),
-        #[cfg(feature = "wgpu")]
-        DeviceArg::Wgpu => build::<burn::backend::Wgpu>(&args),
-        #[cfg(feature = "cuda")]
-        DeviceArg::Cuda => build::<burn::backend::Cuda>(&args),
-        #[allow(unreachable_patterns)]
-        other => Err(format!(
-            "--device {other:?} needs the `{0}` feature: cargo run --release -p flux-serve --features {0}",
-            format!("{other:?}").to_lowercase()
-        )),
-    };
+    let engine = build(&args);
     let engine = match engine {
         Ok(engine) => engine,
         Err(e) => {
@@ -139,41 +141,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn build<B: Backend>(args: &Args) -> Result<Arc<dyn Engine>, String>
-where
-    Pipeline<B>: Send + Sync,
-{
+/// The engine the flags ask for: the same plumbing as the `generate` CLI (device, dtype and
+/// memory mode planned where not given), LoRAs kept beside the weights so that requests may
+/// set their strengths.
+fn build(args: &Args) -> Result<Arc<dyn Engine>, String> {
     let files = ModelFiles::from_dir_with(&args.model_dir, args.transformer.clone(), None)
         .map_err(|e| e.to_string())?;
-    let mut builder = Pipeline::<B>::builder()
-        .files(files)
-        .lora_mode(LoraMode::Runtime)
-        .memory(if args.low_memory {
-            MemoryMode::Sequential
-        } else {
-            MemoryMode::Resident
-        });
-    if let Some(dtype) = args.dtype {
-        builder = builder.dtype(match dtype {
-            DtypeArg::F32 => DType::F32,
-            DtypeArg::Bf16 => DType::BF16,
-            DtypeArg::F16 => DType::F16,
-        });
+    let mut engine = EngineBuilder::new(files)
+        .device(args.device)
+        .offload_blocks(args.offload_blocks)
+        .lora_mode(LoraMode::Runtime);
+    match args.dtype {
+        DtypeArg::F32 => engine = engine.dtype(DType::F32),
+        DtypeArg::Bf16 => engine = engine.dtype(DType::BF16),
+        DtypeArg::F16 => engine = engine.dtype(DType::F16),
+        DtypeArg::Auto => {}
+    }
+    match (args.memory, args.low_memory) {
+        (_, true) | (MemoryArg::Sequential, _) => engine = engine.memory(MemoryMode::Sequential),
+        (MemoryArg::Resident, _) => engine = engine.memory(MemoryMode::Resident),
+        (MemoryArg::Auto, false) => {}
+    }
+    if let Some(gb) = args.available_memory {
+        engine = engine.available_memory((gb * 1e9) as u64);
     }
     if let Some(len) = args.t5_max_len {
-        builder = builder.t5_max_len(len);
+        engine = engine.t5_max_len(len);
     }
     for spec in &args.loras {
         let (path, strength) = match spec.rsplit_once(':') {
             Some((path, s)) if s.parse::<f32>().is_ok() => (path, s.parse::<f32>().unwrap_or(1.0)),
             _ => (spec.as_str(), 1.0),
         };
-        builder = builder.lora(path, strength);
+        engine = engine.lora(path, strength);
     }
     if let Some(dir) = &args.redux {
-        builder = builder.redux(ReduxFiles::from_dir(dir).map_err(|e| e.to_string())?);
+        engine = engine.redux(ReduxFiles::from_dir(dir).map_err(|e| e.to_string())?);
     }
-    println!("loading {} ...", args.model_dir.display());
-    let pipeline = builder.build().map_err(|e| e.to_string())?;
-    Ok(Arc::new(pipeline))
+    let plan = engine.plan().map_err(|e| e.to_string())?;
+    if plan.automatic {
+        println!("auto: {plan}");
+    }
+    println!(
+        "loading {} on {} ...",
+        args.model_dir.display(),
+        args.device
+    );
+    let engine = engine.build().map_err(|e| e.to_string())?;
+    Ok(Arc::from(engine))
 }

@@ -23,8 +23,8 @@ use image::DynamicImage;
 use crate::api::{
     ApiError, GenerationRequest, ImageData, ImagesResponse, ResponseFormat, parse_size,
 };
-use crate::engine::Engine;
 use crate::jobs::{JobStatus, Rejected, Scheduler, State, Ticket};
+use flux::Engine;
 
 /// How the server is set up.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ async fn models(app: Shared) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "object": "list",
         "data": [{
-            "id": app.engine.model(),
+            "id": app.engine.kind().name(),
             "object": "model",
             "created": 0,
             "owned_by": "black-forest-labs",
@@ -201,11 +201,14 @@ fn request_of(
         ));
     }
     if let Some(model) = &body.model
-        && model != app.engine.model()
+        && model != app.engine.kind().name()
     {
         return Err(ApiError::invalid(
             "model",
-            format!("this server runs `{}`, not `{model}`", app.engine.model()),
+            format!(
+                "this server runs `{}`, not `{model}`",
+                app.engine.kind().name()
+            ),
         ));
     }
     let (w, h) = parse_size(body.size.as_deref(), app.config.max_side)?;
@@ -374,8 +377,20 @@ async fn generations(
     wait_images(&app, ticket, format, &headers).await
 }
 
-/// `POST /v1/images/edits`: multipart `image` (+ `mask`), `prompt`, `n`, `size`,
-/// `response_format`, and our `strength`, `seed`, `steps`, `guidance`. What the image does
+/// The fields of a generations body that are text whatever they look like (a prompt of
+/// digits is still a prompt).
+const STRING_FIELDS: &[&str] = &[
+    "prompt",
+    "negative_prompt",
+    "size",
+    "response_format",
+    "model",
+    "user",
+];
+
+/// `POST /v1/images/edits`: multipart `image` (+ `mask`), `strength`, and every field of
+/// `generations` (`prompt`, `n`, `size`, `response_format` and our `seed`, `steps`,
+/// `guidance`, `negative_prompt`, `true_cfg`, `lora_scales` as JSON, e.g. `[0.5]`). What the image does
 /// depends on the model: a Kontext model edits it, a Fill model repaints its mask, a
 /// text-to-image model starts from it (img2img, strength 0.6 unless given).
 async fn edits(
@@ -384,21 +399,9 @@ async fn edits(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ImagesResponse>, ApiError> {
     let mut multipart = multipart.map_err(|e| ApiError::invalid("body", e.body_text()))?;
-    let mut body = GenerationRequest {
-        prompt: String::new(),
-        n: 1,
-        size: None,
-        response_format: None,
-        model: None,
-        user: None,
-        seed: None,
-        steps: None,
-        guidance: None,
-        negative_prompt: None,
-        true_cfg: None,
-        lora_scales: None,
-        other: Default::default(),
-    };
+    // The text fields become a generations body, so both routes take the same fields and
+    // check them the same way (numbers exactly: a seed keeps all 64 bits).
+    let mut fields = serde_json::Map::new();
     let (mut image, mut mask, mut strength) = (None, None, None);
     let too_large = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), "invalid_request_error", e.body_text())
@@ -406,34 +409,31 @@ async fn edits(
     while let Some(field) = multipart.next_field().await.map_err(too_large)? {
         let name = field.name().unwrap_or("").to_string();
         let bytes = field.bytes().await.map_err(too_large)?;
-        let text = || String::from_utf8_lossy(&bytes).into_owned();
-        let number = |param: &'static str| -> Result<f64, ApiError> {
-            text()
-                .trim()
-                .parse()
-                .map_err(|_| ApiError::invalid(param, format!("{param} is not a number")))
-        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         match name.as_str() {
             "image" | "image[]" => image = Some(decode(&bytes, "image")?),
             "mask" => mask = Some(decode(&bytes, "mask")?),
-            "prompt" => body.prompt = text(),
-            "n" => body.n = number("n")? as usize,
-            "size" => body.size = Some(text()),
-            "response_format" => body.response_format = Some(text()),
-            "model" => body.model = Some(text()),
-            "seed" => body.seed = Some(number("seed")? as u64),
-            "steps" => body.steps = Some(number("steps")? as usize),
-            "guidance" => body.guidance = Some(number("guidance")? as f32),
-            "strength" => strength = Some(number("strength")?),
-            "user" | "quality" | "background" | "output_format" => {}
-            other => {
-                return Err(ApiError::invalid(
-                    "body",
-                    format!("unknown field `{other}`"),
-                ));
+            "strength" => {
+                let value = text.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+                let value = value
+                    .ok_or_else(|| ApiError::invalid("strength", "strength is not a number"))?;
+                strength = Some(value);
+            }
+            _ => {
+                let value = if STRING_FIELDS.contains(&name.as_str()) {
+                    serde_json::Value::String(text)
+                } else {
+                    serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::String(text))
+                };
+                fields.insert(name, value);
             }
         }
     }
+    fields
+        .entry("prompt")
+        .or_insert_with(|| serde_json::Value::String(String::new()));
+    let mut body: GenerationRequest = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| ApiError::invalid("body", format!("the form is not a valid request: {e}")))?;
     let image = image.ok_or_else(|| ApiError::invalid("image", "an image is required"))?;
     let mask_for_check = if app.engine.variant() == Variant::Fill {
         None

@@ -362,6 +362,76 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
     );
 }
 
+/// The PNG text of a `b64_json` answer's first image.
+fn png_text(answer: &Value) -> std::collections::BTreeMap<String, String> {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(answer["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("answer.png");
+    std::fs::write(&path, png).unwrap();
+    flux::read_png_text(&path).unwrap().into_iter().collect()
+}
+
+/// Both routes take the same extensions, and seeds keep all 64 bits (JSON and form fields
+/// alike: a seed above 2^53 is not rounded through a float).
+#[test]
+fn edits_take_the_same_extensions_and_seeds_are_exact() {
+    let base = start(config(8));
+    let seed = u64::MAX - 1;
+    let body = format!(r#"{{"prompt": "a cat", "size": "32x32", "steps": 1, "seed": {seed}}}"#);
+    let (status, answer) = post_json(&format!("{base}/v1/images/generations"), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(png_text(&answer)["seed"], seed.to_string());
+
+    let edits = format!("{base}/v1/images/edits");
+    let send = |parts: &[(&str, Option<&str>, Vec<u8>)]| {
+        let (ctype, body) = multipart(parts);
+        reply(
+            agent()
+                .post(&edits)
+                .set("content-type", &ctype)
+                .send_bytes(&body),
+        )
+    };
+    let (status, answer) = send(&[
+        ("image", Some("in.png"), png_bytes(32, 32)),
+        ("prompt", None, b"a red cat".to_vec()),
+        ("seed", None, seed.to_string().into_bytes()),
+        ("steps", None, b"1".to_vec()),
+        ("negative_prompt", None, b"blurry".to_vec()),
+        ("true_cfg", None, b"2.5".to_vec()),
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    let text = png_text(&answer);
+    assert_eq!(text["seed"], seed.to_string());
+    assert_eq!(
+        (text["negative_prompt"].as_str(), text["true_cfg"].as_str()),
+        ("blurry", "2.5")
+    );
+    // `lora_scales` is understood (this server has no LoRA), a misspelt field is not.
+    let (status, answer) = send(&[
+        ("image", Some("in.png"), png_bytes(32, 32)),
+        ("prompt", None, b"x".to_vec()),
+        ("lora_scales", None, b"[0.5]".to_vec()),
+    ]);
+    assert_error(status, &answer, 400, "no LoRA");
+    let (status, answer) = send(&[
+        ("image", Some("in.png"), png_bytes(32, 32)),
+        ("prompt", None, b"x".to_vec()),
+        ("sede", None, b"3".to_vec()),
+    ]);
+    assert_error(status, &answer, 400, "unknown field `sede`");
+    // A prompt of digits stays a prompt.
+    let (status, answer) = send(&[
+        ("image", Some("in.png"), png_bytes(32, 32)),
+        ("prompt", None, b"1234".to_vec()),
+        ("steps", None, b"1".to_vec()),
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(png_text(&answer)["prompt"], "1234");
+}
+
 #[test]
 fn an_api_key_guards_every_route() {
     let base = start(ServeConfig {
@@ -491,6 +561,9 @@ fn a_client_that_disconnects_cancels_its_job() {
     )
     .unwrap();
     wait_pending(&base, 1, Duration::from_secs(30));
+    // Long enough for the job to leave the queue and run; queued or running, a hang-up
+    // must cancel it.
+    std::thread::sleep(Duration::from_millis(300));
     let hung_up = Instant::now();
     drop(client);
     // The server notices, cancels, and the device is free long before the job would end.

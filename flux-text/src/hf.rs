@@ -5,18 +5,6 @@ use serde::de::DeserializeOwned;
 
 use crate::Result;
 
-/// The checkpoint key of a module path: burn's LayerNorm names its parameters `gamma` /
-/// `beta` where transformers writes `weight` / `bias`; other paths are the key as they are.
-pub(crate) fn layer_norm_key(path: &str) -> String {
-    if let Some(stem) = path.strip_suffix(".gamma") {
-        format!("{stem}.weight")
-    } else if let Some(stem) = path.strip_suffix(".beta") {
-        format!("{stem}.bias")
-    } else {
-        path.to_string()
-    }
-}
-
 /// The checkpoint's `config.json` as `C`: the tower's own config, or the `section` of a
 /// two-tower config that holds it (a `CLIPConfig`'s `text_config`, a `SiglipConfig`'s
 /// `vision_config`). `None` when there is no `config.json`.

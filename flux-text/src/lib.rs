@@ -13,7 +13,8 @@
 //!
 //! Checkpoints: a `.safetensors` file (ComfyUI's `clip_l.safetensors`, `t5xxl_fp16.safetensors`,
 //! `t5xxl_fp8_e4m3fn.safetensors`) or an HF folder (`text_encoder/`, `text_encoder_2/`, sharded,
-//! `config.json` read when present), through [`flux_core::io`].
+//! `config.json` read when present), through `flux-io`; the models are built in the form their
+//! checkpoints store (`flux_nn::Init`).
 
 mod clip;
 mod error;
@@ -27,8 +28,9 @@ pub use clip::{
 };
 pub use error::{Error, Result};
 /// Options of [`load_t5_with`] (`LoadConfig<T5Config>`) and [`load_clip_with`]
-/// (`LoadConfig<ClipConfig>`): an explicit config and the parameters' dtype.
-pub use flux_io::LoadConfig;
+/// (`LoadConfig<ClipConfig>`): an explicit config, the parameters' dtype, quantization and
+/// (CLIP) LoRA updates.
+pub use flux_nn::LoadConfig;
 pub use redux::{
     ReduxConfig, ReduxEmbedder, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionEncoder,
     load_redux_embedder, load_siglip, load_siglip_with, read_siglip_config,

@@ -4,7 +4,8 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use flux_io::ops::attention_f32;
+use flux_nn::ops::attention_f32;
+use flux_nn::{FluxBackend, Init};
 
 use crate::norm::GroupNorm;
 use crate::resnet::conv1x1;
@@ -25,15 +26,15 @@ pub struct AttnBlock<B: Backend> {
     pub(crate) proj_out: Conv2d<B>,
 }
 
-impl<B: Backend> AttnBlock<B> {
+impl<B: FluxBackend> AttnBlock<B> {
     /// A block of `channels` width.
-    pub fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
+    pub fn new(channels: usize, groups: usize, init: &Init<B>) -> Self {
         Self {
-            norm: GroupNorm::new(groups, channels, device),
-            q: conv1x1(channels, channels, device),
-            k: conv1x1(channels, channels, device),
-            v: conv1x1(channels, channels, device),
-            proj_out: conv1x1(channels, channels, device),
+            norm: GroupNorm::new(groups, channels, &init.at("norm")),
+            q: conv1x1(init, "q", channels, channels),
+            k: conv1x1(init, "k", channels, channels),
+            v: conv1x1(init, "v", channels, channels),
+            proj_out: conv1x1(init, "proj_out", channels, channels),
         }
     }
 

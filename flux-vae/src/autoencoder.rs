@@ -3,6 +3,7 @@
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, ElementConversion, Tensor};
+use flux_nn::FluxBackend;
 
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
@@ -21,7 +22,7 @@ pub struct AutoEncoder<B: Backend> {
     pub(crate) tiling: Tiling,
 }
 
-impl<B: Backend> AutoEncoder<B> {
+impl<B: FluxBackend> AutoEncoder<B> {
     /// The configuration it was built with.
     pub fn config(&self) -> &AutoEncoderConfig {
         &self.config

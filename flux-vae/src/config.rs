@@ -1,6 +1,6 @@
 //! The autoencoder's hyper-parameters.
 
-use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
@@ -100,18 +100,27 @@ impl AutoEncoderConfig {
         Ok(())
     }
 
-    /// Builds the model; parameters stay uninitialised until loaded or first used.
+    /// A randomly initialised model (parameters drawn lazily, on first use).
     ///
     /// # Panics
     /// If the config is invalid: a config that did not come from a preset or a checkpoint
     /// should go through [`Self::validate`] first (the loaders do).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> AutoEncoder<B> {
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> AutoEncoder<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// The model built by `init` ([`crate::load`] reads a checkpoint), under BFL's
+    /// `ae.safetensors` names (`encoder.down.0.block.1.conv2`, `decoder.mid.attn_1.q`).
+    ///
+    /// # Panics
+    /// As [`Self::init`].
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> AutoEncoder<B> {
         if let Err(e) = self.validate() {
             panic!("{e}");
         }
         AutoEncoder {
-            encoder: Encoder::new(self, device),
-            decoder: Decoder::new(self, device),
+            encoder: Encoder::new(self, &init.at("encoder")),
+            decoder: Decoder::new(self, &init.at("decoder")),
             config: self.clone(),
             tiling: Tiling::default(),
         }

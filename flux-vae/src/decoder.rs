@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::AutoEncoderConfig;
 use crate::encoder::MidBlock;
@@ -36,32 +37,41 @@ pub struct Decoder<B: Backend> {
     pub(crate) conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> Decoder<B> {
+impl<B: FluxBackend> Decoder<B> {
     /// Builds the decoder of `config`.
-    pub fn new(config: &AutoEncoderConfig, device: &B::Device) -> Self {
+    pub fn new(config: &AutoEncoderConfig, init: &Init<B>) -> Self {
         let g = config.norm_groups;
         let levels = config.ch_mult.len();
         let top = config.ch * config.ch_mult[levels - 1];
+        let conv_in = conv3x3(init, "conv_in", config.z_channels, top);
+        let mid = MidBlock::new(top, g, &init.at("mid"));
         let mut cin = top;
+        // Built deepest level first (the order the checkpoint's shapes chain in), stored by
+        // level index as the checkpoint names them (`up.0` is the shallowest).
         let mut up: Vec<UpLevel<B>> = (0..levels)
             .rev()
             .map(|i| {
+                let level = init.at("up").at(i);
+                let blocks = level.at("block");
                 let cout = config.ch * config.ch_mult[i];
                 let block = (0..=config.num_res_blocks)
-                    .map(|j| ResnetBlock::new(if j == 0 { cin } else { cout }, cout, g, device))
+                    .map(|j| {
+                        let from = if j == 0 { cin } else { cout };
+                        ResnetBlock::new(from, cout, g, &blocks.at(j))
+                    })
                     .collect();
                 cin = cout;
-                let upsample = (i > 0).then(|| Upsample::new(cout, device));
+                let upsample = (i > 0).then(|| Upsample::new(cout, &level.at("upsample")));
                 UpLevel { block, upsample }
             })
             .collect();
         up.reverse();
         Self {
-            conv_in: conv3x3(config.z_channels, top, device),
-            mid: MidBlock::new(top, g, device),
+            conv_in,
+            mid,
             up,
-            norm_out: GroupNorm::new(g, config.ch, device),
-            conv_out: conv3x3(config.ch, config.out_ch, device),
+            norm_out: GroupNorm::new(g, config.ch, &init.at("norm_out")),
+            conv_out: conv3x3(init, "conv_out", config.ch, config.out_ch),
         }
     }
 

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::AutoEncoderConfig;
 use crate::attention::AttnBlock;
@@ -22,12 +23,12 @@ pub struct MidBlock<B: Backend> {
     pub(crate) block_2: ResnetBlock<B>,
 }
 
-impl<B: Backend> MidBlock<B> {
-    pub(crate) fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
+impl<B: FluxBackend> MidBlock<B> {
+    pub(crate) fn new(channels: usize, groups: usize, init: &Init<B>) -> Self {
         Self {
-            block_1: ResnetBlock::new(channels, channels, groups, device),
-            attn_1: AttnBlock::new(channels, groups, device),
-            block_2: ResnetBlock::new(channels, channels, groups, device),
+            block_1: ResnetBlock::new(channels, channels, groups, &init.at("block_1")),
+            attn_1: AttnBlock::new(channels, groups, &init.at("attn_1")),
+            block_2: ResnetBlock::new(channels, channels, groups, &init.at("block_2")),
         }
     }
 
@@ -63,29 +64,35 @@ pub struct Encoder<B: Backend> {
     pub(crate) conv_out: Conv2d<B>,
 }
 
-impl<B: Backend> Encoder<B> {
+impl<B: FluxBackend> Encoder<B> {
     /// Builds the encoder of `config`.
-    pub fn new(config: &AutoEncoderConfig, device: &B::Device) -> Self {
+    pub fn new(config: &AutoEncoderConfig, init: &Init<B>) -> Self {
         let g = config.norm_groups;
         let levels = config.ch_mult.len();
         let mut cin = config.ch;
         let down = (0..levels)
             .map(|i| {
+                let level = init.at("down").at(i);
+                let blocks = level.at("block");
                 let cout = config.ch * config.ch_mult[i];
                 let block = (0..config.num_res_blocks)
-                    .map(|j| ResnetBlock::new(if j == 0 { cin } else { cout }, cout, g, device))
+                    .map(|j| {
+                        let from = if j == 0 { cin } else { cout };
+                        ResnetBlock::new(from, cout, g, &blocks.at(j))
+                    })
                     .collect();
                 cin = cout;
-                let downsample = (i + 1 < levels).then(|| Downsample::new(cout, device));
+                let downsample =
+                    (i + 1 < levels).then(|| Downsample::new(cout, &level.at("downsample")));
                 DownLevel { block, downsample }
             })
             .collect();
         Self {
-            conv_in: conv3x3(config.in_channels, config.ch, device),
+            conv_in: conv3x3(init, "conv_in", config.in_channels, config.ch),
             down,
-            mid: MidBlock::new(cin, g, device),
-            norm_out: GroupNorm::new(g, cin, device),
-            conv_out: conv3x3(cin, 2 * config.z_channels, device),
+            mid: MidBlock::new(cin, g, &init.at("mid")),
+            norm_out: GroupNorm::new(g, cin, &init.at("norm_out")),
+            conv_out: conv3x3(init, "conv_out", cin, 2 * config.z_channels),
         }
     }
 

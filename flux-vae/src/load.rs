@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, Source, Weights};
+use flux_nn::{FluxBackend, load_module};
 
 use crate::keymap::{BflKeys, DiffusersKeys, Layout};
 use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
@@ -19,29 +19,28 @@ use crate::{AutoEncoder, AutoEncoderConfig, Error, Result};
 /// # Errors
 /// [`Error::Load`] for unreadable/corrupt files or `config.json`, missing or unexpected keys
 /// (all named) and shape mismatches; [`Error::InvalidConfig`].
-pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<AutoEncoder<B>> {
+pub fn load<B: FluxBackend>(path: impl AsRef<Path>, device: &B::Device) -> Result<AutoEncoder<B>> {
     load_with::<B>(path, device, LoadConfig::default())
 }
 
 /// Options of [`load_with`]: an explicit config (e.g. a group count the shapes cannot tell;
 /// the shapes are still checked against the checkpoint) and the parameters' dtype (see
 /// [`AutoEncoder::dtype`] for what stays in f32).
-pub type LoadConfig = flux_io::LoadConfig<AutoEncoderConfig>;
+pub type LoadConfig = flux_nn::LoadConfig<AutoEncoderConfig>;
 
 /// [`load`] with options.
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_with<B: Backend>(
+pub fn load_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig,
 ) -> Result<AutoEncoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("vae"))?;
     let weights = checkpoint.weights();
-    let load = options.strict();
     let map = key_map(weights);
-    let config = match options.config {
+    let config = match options.config.clone() {
         Some(config) => config,
         None => {
             let mut config = infer_config(weights, map.as_ref())?;
@@ -53,11 +52,11 @@ pub fn load_with<B: Backend>(
     };
     config.validate()?;
     Ok(load_module(
-        config.init::<B>(device),
         weights,
         map.as_ref(),
         device,
-        load,
+        &options,
+        |init| config.init_with(init),
     )?)
 }
 

@@ -1,10 +1,11 @@
 //! GroupNorm (eps 1e-6) and swish, as used throughout the autoencoder.
 
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
-use flux_io::ops::in_f32;
+use flux_nn::ops::in_f32;
+use flux_nn::{FluxBackend, Init};
 
 /// GroupNorm with per-channel affine; fields named like PyTorch's (`weight`, `bias`).
 #[derive(Module, Debug)]
@@ -16,12 +17,12 @@ pub struct GroupNorm<B: Backend> {
     groups: usize,
 }
 
-impl<B: Backend> GroupNorm<B> {
+impl<B: FluxBackend> GroupNorm<B> {
     /// `channels` split into `groups`; identity affine until loaded.
-    pub fn new(groups: usize, channels: usize, device: &B::Device) -> Self {
+    pub fn new(groups: usize, channels: usize, init: &Init<B>) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::ones([channels], device)),
-            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            weight: init.param("weight", [channels], Initializer::Ones),
+            bias: init.param("bias", [channels], Initializer::Zeros),
             groups,
         }
     }

@@ -5,19 +5,30 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::norm::{GroupNorm, swish};
 
 /// A 3x3 convolution with padding 1 (`[in, out]` channels).
-pub(crate) fn conv3x3<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([cin, cout], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+pub(crate) fn conv3x3<B: FluxBackend>(
+    init: &Init<B>,
+    name: &str,
+    cin: usize,
+    cout: usize,
+) -> Conv2d<B> {
+    let config =
+        Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1));
+    init.conv2d(name, &config)
 }
 
 /// A 1x1 convolution (`[in, out]` channels).
-pub(crate) fn conv1x1<B: Backend>(cin: usize, cout: usize, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([cin, cout], [1, 1]).init(device)
+pub(crate) fn conv1x1<B: FluxBackend>(
+    init: &Init<B>,
+    name: &str,
+    cin: usize,
+    cout: usize,
+) -> Conv2d<B> {
+    init.conv2d(name, &Conv2dConfig::new([cin, cout], [1, 1]))
 }
 
 /// `skip(x) + conv2(swish(norm2(conv1(swish(norm1(x))))))`, with a 1x1 `nin_shortcut` as the
@@ -36,15 +47,15 @@ pub struct ResnetBlock<B: Backend> {
     pub(crate) nin_shortcut: Option<Conv2d<B>>,
 }
 
-impl<B: Backend> ResnetBlock<B> {
+impl<B: FluxBackend> ResnetBlock<B> {
     /// A block from `cin` to `cout` channels.
-    pub fn new(cin: usize, cout: usize, groups: usize, device: &B::Device) -> Self {
+    pub fn new(cin: usize, cout: usize, groups: usize, init: &Init<B>) -> Self {
         Self {
-            norm1: GroupNorm::new(groups, cin, device),
-            conv1: conv3x3(cin, cout, device),
-            norm2: GroupNorm::new(groups, cout, device),
-            conv2: conv3x3(cout, cout, device),
-            nin_shortcut: (cin != cout).then(|| conv1x1(cin, cout, device)),
+            norm1: GroupNorm::new(groups, cin, &init.at("norm1")),
+            conv1: conv3x3(init, "conv1", cin, cout),
+            norm2: GroupNorm::new(groups, cout, &init.at("norm2")),
+            conv2: conv3x3(init, "conv2", cout, cout),
+            nin_shortcut: (cin != cout).then(|| conv1x1(init, "nin_shortcut", cin, cout)),
         }
     }
 

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use flux_nn::{FluxBackend, Init};
 
 use crate::resnet::conv3x3;
 
@@ -14,13 +15,12 @@ pub struct Downsample<B: Backend> {
     pub(crate) conv: Conv2d<B>,
 }
 
-impl<B: Backend> Downsample<B> {
+impl<B: FluxBackend> Downsample<B> {
     /// Keeps `channels`.
-    pub fn new(channels: usize, device: &B::Device) -> Self {
+    pub fn new(channels: usize, init: &Init<B>) -> Self {
+        let config = Conv2dConfig::new([channels, channels], [3, 3]).with_stride([2, 2]);
         Self {
-            conv: Conv2dConfig::new([channels, channels], [3, 3])
-                .with_stride([2, 2])
-                .init(device),
+            conv: init.conv2d("conv", &config),
         }
     }
 
@@ -49,11 +49,11 @@ pub struct Upsample<B: Backend> {
     pub(crate) conv: Conv2d<B>,
 }
 
-impl<B: Backend> Upsample<B> {
+impl<B: FluxBackend> Upsample<B> {
     /// Keeps `channels`.
-    pub fn new(channels: usize, device: &B::Device) -> Self {
+    pub fn new(channels: usize, init: &Init<B>) -> Self {
         Self {
-            conv: conv3x3(channels, channels, device),
+            conv: conv3x3(init, "conv", channels, channels),
         }
     }
 

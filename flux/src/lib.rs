@@ -20,12 +20,16 @@
 //! ```
 
 pub use flux_core as core;
+pub use flux_gguf as gguf;
 pub use flux_io as io;
+pub use flux_lora as lora;
+pub use flux_nn as nn;
 pub use flux_sampler as sampler;
 pub use flux_text as text;
 pub use flux_vae as vae;
 
 mod allocator;
+mod engine;
 mod error;
 mod files;
 #[cfg(feature = "hub")]
@@ -40,13 +44,17 @@ pub mod tools;
 mod variant;
 
 pub use allocator::retain_freed_memory;
+pub use engine::{Device, Engine, EngineBuilder, Plan};
 pub use error::{Error, Result};
 pub use files::{ClipTokenizerFiles, ModelFiles};
 pub use flux_core::{QuantType, Quantization};
-pub use flux_io::lora::{LoraFormat, LoraMode, LoraReport};
+pub use flux_lora::{LoraFormat, LoraMode};
+pub use flux_nn::FluxBackend;
 pub use kind::ModelKind;
 pub use memory::{MemoryPlan, ModelSizes};
-pub use pipeline::{MemoryMode, Pipeline, PipelineBuilder, Resolved};
+pub use pipeline::{
+    Component, LoraReport, MemoryMode, Pipeline, PipelineBuilder, Resolved, resolve_loras,
+};
 pub use png::{ImageMetadata, read_png_text, save_png};
 pub use redux_files::ReduxFiles;
 pub use request::{GenerateRequest, Progress, ReduxImage, Stage};

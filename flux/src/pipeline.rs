@@ -8,6 +8,7 @@ mod redux;
 mod text;
 mod vae;
 
+pub use lora::{Component, LoraReport, resolve_loras};
 pub use plan::Resolved;
 
 use std::borrow::Cow;
@@ -16,9 +17,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::DType;
-use burn::tensor::backend::Backend;
 use flux_core::{Flux, FluxConfig, Quantization};
-use flux_io::lora::LoraMode;
+use flux_lora::LoraMode;
+use flux_nn::FluxBackend;
 use flux_text::{ClipTextEncoder, ClipTokenizer, T5Encoder, T5Tokenizer};
 use flux_vae::AutoEncoder;
 use image::RgbImage;
@@ -60,7 +61,7 @@ enum WeightsFrom {
 /// Builds a [`Pipeline`]; errors are deferred to [`PipelineBuilder::build`].
 #[derive(Debug)]
 #[must_use]
-pub struct PipelineBuilder<B: Backend> {
+pub struct PipelineBuilder<B: FluxBackend> {
     from: Option<WeightsFrom>,
     kind: Option<ModelKind>,
     variant: Option<Variant>,
@@ -77,7 +78,7 @@ pub struct PipelineBuilder<B: Backend> {
     redux: Option<ReduxFiles>,
 }
 
-impl<B: Backend> PipelineBuilder<B> {
+impl<B: FluxBackend> PipelineBuilder<B> {
     /// A local FLUX.1 folder in the Hugging Face repository layout.
     pub fn model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.from = Some(WeightsFrom::Dir(dir.into()));
@@ -162,7 +163,7 @@ impl<B: Backend> PipelineBuilder<B> {
 
     /// Adds a LoRA file at `strength` (1 = as trained; repeat for several, each with its own
     /// strength). Every format FLUX LoRAs come in is recognised from its keys
-    /// ([`flux_io::lora::LoraFormat`]); its updates to the transformer and to CLIP are
+    /// ([`flux_lora::LoraFormat`]); its updates to the transformer and to CLIP are
     /// matched to their layers when the pipeline is built, and a LoRA with module names that
     /// match nothing is an error there (see [`PipelineBuilder::lora_lenient`]), never a
     /// silent no-op. [`Pipeline::lora_reports`] says what each one touched.
@@ -322,7 +323,7 @@ impl<B: Backend> PipelineBuilder<B> {
 
 /// The four models, when resident.
 #[derive(Debug)]
-struct Models<B: Backend> {
+struct Models<B: FluxBackend> {
     clip: ClipTextEncoder<B>,
     t5: T5Encoder<B>,
     transformer: Flux<B>,
@@ -332,7 +333,7 @@ struct Models<B: Backend> {
 
 /// FLUX.1 text-to-image (and image-to-image), reproducing diffusers' `FluxPipeline`.
 #[derive(Debug)]
-pub struct Pipeline<B: Backend> {
+pub struct Pipeline<B: FluxBackend> {
     files: ModelFiles,
     /// The transformer's config as stored (before LoRAs).
     config: FluxConfig,
@@ -354,19 +355,19 @@ pub struct Pipeline<B: Backend> {
     resident: Option<Models<B>>,
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     /// How the small models (CLIP, the VAE, SigLIP, the Redux embedder) load: in the
     /// pipeline's dtype, config from the checkpoint, never quantized at load (stored
     /// quantization is kept).
-    fn dense_load_config<C>(&self) -> flux_io::LoadConfig<C> {
+    fn dense_load_config<C>(&self) -> flux_nn::LoadConfig<C> {
         let quantization = match self.quantization {
             Quantization::To(_) => Quantization::AsStored,
             q => q,
         };
-        flux_io::LoadConfig {
-            config: None,
+        flux_nn::LoadConfig {
             dtype: self.dtype,
             quantization,
+            ..Default::default()
         }
     }
 

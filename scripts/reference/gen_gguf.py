@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference fixtures for the Rust GGUF module, made with gguf-py.
 
-Writes into flux-io/tests/fixtures/gguf (override with --fixtures):
+Writes into flux-gguf/tests/fixtures (override with --fixtures):
 
   dequant.gguf    For each of the 13 supported types, `<type>.raw`: random
                   encoded blocks (random payload bytes, f16 scale fields set
@@ -247,7 +247,7 @@ def gguf_version() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "flux-io" / "tests" / "fixtures" / "gguf")
+    ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "flux-gguf" / "tests" / "fixtures")
     ap.add_argument("--check-only", action="store_true", help="only check ours_written.gguf")
     args = ap.parse_args()
     fx: Path = args.fixtures

@@ -9,7 +9,7 @@ system C compiler (`-O2 -ffp-contract=off`: plain f32 arithmetic in source order
 x86-64 build without `-mfma`; the ggml core functions it refers to but the quantizer never
 calls are stubbed), and calls it through ctypes. Needs `cc` and `nm` (binutils).
 
-Writes flux-io/tests/fixtures/gguf/q4_k.gguf (override with --fixtures):
+Writes flux-gguf/tests/fixtures/q4_k.gguf (override with --fixtures):
 
   input            F32 [rows, 256]: Gaussian rows of several magnitudes, and rows with the
                    edge cases of the algorithm (all zeros, constant, all positive, all
@@ -130,7 +130,7 @@ def q4_k_input(rng: np.random.Generator) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--fixtures", type=Path, default=Path("flux-io/tests/fixtures/gguf"))
+    ap.add_argument("--fixtures", type=Path, default=Path("flux-gguf/tests/fixtures"))
     ap.add_argument("--sdist", type=Path, help=f"a local {SDIST} sdist (else pip downloads it)")
     args = ap.parse_args()
     rng = np.random.default_rng(20261126)

@@ -7,13 +7,12 @@ mod write_gguf;
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::DType;
-use burn::tensor::backend::Backend;
-use flux_io::quant::Quantization;
-use flux_io::{Checkpoint, HostParams, KeyMap, LoadOptions, Loader, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, Weights};
+use flux_lora::{Adapters, LoraMode};
+use flux_nn::quant::Quantization;
+use flux_nn::{FluxBackend, Init, LoadOptions, Loader};
 
-use crate::blocks::{Blocks, HostBlocks};
 use crate::{Flux, FluxConfig, Result};
 use bfl::BflKeys;
 
@@ -89,6 +88,14 @@ pub struct LoadConfig {
     /// How the linear weights are held: GGUF block types and fp8 stay quantized in memory
     /// (default), everything dense, or dense weights quantized at load (`--quantize`).
     pub quantization: Quantization,
+    /// LoRA updates to build the model with: [`flux_lora::resolve`]d against
+    /// [`FluxConfig::lora_targets`]. A control LoRA (BFL's Canny/Depth, whose `img_in` update
+    /// takes 128 inputs) makes [dev] a control model: `img_in` gets zero weights for the
+    /// control latents until the update lands on them, as diffusers expands the layer.
+    pub adapters: Option<Adapters>,
+    /// How the LoRA updates are applied ([`LoraMode`]): merged into the weights (default) or
+    /// held beside them, so that [`Flux::rescale_lora`] can change their strengths.
+    pub lora_mode: LoraMode,
 }
 
 /// Loads a FLUX transformer: a `.safetensors` file, a `.gguf` file (city96's and
@@ -101,7 +108,7 @@ pub struct LoadConfig {
 /// # Errors
 /// Every [`Error`] of reading and matching a checkpoint: I/O, corrupt or truncated files,
 /// unknown layout, missing or unexpected keys (named), shape mismatches, unsupported dtypes.
-pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Flux<B>> {
+pub fn load<B: FluxBackend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Flux<B>> {
     load_with(path, device, LoadConfig::default())
 }
 
@@ -109,7 +116,7 @@ pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Fl
 ///
 /// # Errors
 /// As [`load`], plus [`Error::InvalidConfig`] for an invalid explicit config.
-pub fn load_with<B: Backend>(
+pub fn load_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig,
@@ -117,60 +124,39 @@ pub fn load_with<B: Backend>(
     let checkpoint = Checkpoint::open(path, Some("transformer"))?;
     let weights = checkpoint.weights();
     let layout = CheckpointLayout::detect(weights)?;
-    let config = match options.config {
+    let mut config = match options.config {
         Some(config) => {
             config.validate()?;
             config
         }
         None => infer_config(&checkpoint, &layout)?,
     };
-    let mut model = config.init::<B>(device);
-    let offload = options.offload_blocks;
-    let options = LoadOptions {
+    if let Some(input) = options
+        .adapters
+        .as_ref()
+        .and_then(|a| a.layer_input("img_in"))
+    {
+        // A control LoRA: [dev] becomes a control model, `img_in` taking the noisy latents'
+        // 64 channels and the control latents' 64.
+        config.in_channels = config.in_channels.max(input);
+    }
+    let map = layout.key_map();
+    let load_options = LoadOptions {
         dtype: options.dtype,
         quantization: options.quantization,
         deny_unexpected: true,
     };
-    let map = layout.key_map();
-    if !offload {
-        return Ok(load_module(model, weights, map.as_ref(), device, options)?);
+    let loader = Loader::new(weights, map.as_ref(), load_options);
+    let mut init = Init::load(&loader, device);
+    if let Some(adapters) = &options.adapters {
+        init = init.with_adapters(adapters, options.lora_mode);
     }
-    // Offloaded: everything but the blocks on the device, then each block read onto the device
-    // and moved to host memory before the next, so the device never holds more than one.
-    let mut loader = Loader::new(weights, map.as_ref(), device, options);
-    let double = take_resident(&mut model.double_blocks);
-    let single = take_resident(&mut model.single_blocks);
-    let mut model = loader.load(model, &[]);
-    model.double_blocks = load_to_host(&mut loader, double, "double_blocks");
-    model.single_blocks = load_to_host(&mut loader, single, "single_blocks");
+    // Offloaded: each block read onto the device and moved to host memory before the next,
+    // so the device never holds more than the resident part and one block.
+    let model = Flux::new(config, &init, options.offload_blocks);
     loader.finish()?;
+    init.finish()?;
     Ok(model)
-}
-
-/// The resident blocks of a freshly built model, leaving an empty offloaded stack.
-fn take_resident<B: Backend, M: Module<B>>(blocks: &mut Blocks<B, M>) -> Vec<M> {
-    match std::mem::replace(blocks, Blocks::Offloaded(HostBlocks::new(Vec::new()))) {
-        Blocks::Resident(blocks) => blocks,
-        Blocks::Offloaded(_) => Vec::new(),
-    }
-}
-
-/// Loads each block of the list `name` and moves it to host memory before the next. Every
-/// block is read even after an error, so that all missing tensors get named; only complete
-/// blocks are moved.
-fn load_to_host<B: Backend, M: Module<B>>(
-    loader: &mut Loader<'_, B>,
-    blocks: Vec<M>,
-    name: &str,
-) -> Blocks<B, M> {
-    let mut host = Vec::with_capacity(blocks.len());
-    for (i, block) in blocks.into_iter().enumerate() {
-        let block = loader.load(block, &[name, &i.to_string()]);
-        if loader.ok() {
-            host.push(HostParams::from_module(block));
-        }
-    }
-    Blocks::Offloaded(HostBlocks::new(host))
 }
 
 /// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flux_io::gguf::{GgmlType, GgufWriter, MetadataValue, f32_to_f16_bits, quantize};
+use flux_gguf::{GgmlType, GgufWriter, MetadataValue, f32_to_f16_bits, quantize};
 use flux_io::{Checkpoint, Weights};
 
 use super::CheckpointLayout;
@@ -88,7 +88,7 @@ pub fn write_gguf(
             shape,
         ));
     }
-    let gguf = |e: flux_io::gguf::GgufError| crate::Error::Load(e.into());
+    let gguf = |e: flux_gguf::GgufError| crate::Error::Load(e.into());
     let mut writer = GgufWriter::new(dst);
     writer
         .add_metadata("general.architecture", MetadataValue::String("flux".into()))
@@ -135,7 +135,7 @@ fn quantize_rows(
     ty: GgmlType,
     values: &[f32],
     cols: usize,
-) -> std::result::Result<Vec<u8>, flux_io::gguf::GgufError> {
+) -> std::result::Result<Vec<u8>, flux_gguf::GgufError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rows = values.len() / cols.max(1);
     if threads == 1 || rows < 2 * threads || values.len() < 1 << 16 {

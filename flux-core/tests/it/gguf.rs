@@ -6,24 +6,23 @@
 
 use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::{Flex, NdArray};
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use flux_core::{Error, LoadConfig, QuantType, Quantization};
+use flux_gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, quantize};
 use flux_io::Weights;
-use flux_io::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, quantize};
-use flux_io::nn::ParamBytes;
+use flux_nn::FluxBackend;
 
 const F32_TOL: f32 = 1e-4;
 
 /// Our output for `dev_tiny/gguf/<file>` and the reference's `expected`, and the f32 model's.
-fn run<B: Backend>(file: &str) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+fn run<B: FluxBackend>(file: &str) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
     let device = B::Device::default();
     let io = Weights::open(fixture("dev_tiny/io.safetensors")).unwrap();
     let expected = Weights::open(fixture("dev_tiny/gguf/expected.safetensors")).unwrap();
     let model = flux_core::load::<B>(fixture(&format!("dev_tiny/gguf/{file}")), &device)
         .unwrap_or_else(|e| panic!("loading {file}: {e}"));
     assert!(
-        ParamBytes::of(&model).packed_layers > 0,
+        model.param_bytes().packed_layers > 0,
         "{file}: no weight stayed quantized"
     );
     let out = Inputs::<B>::read(&io, &device).run(&model);
@@ -32,7 +31,7 @@ fn run<B: Backend>(file: &str) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
     (out, reference, tensor(&io, "out", &device))
 }
 
-fn check<B: Backend>(file: &str) {
+fn check<B: FluxBackend>(file: &str) {
     let (out, reference, f32_out) = run::<B>(file);
     let err = max_abs_diff(out.clone(), reference);
     let cost = max_abs_diff(out, f32_out.clone());
@@ -83,7 +82,10 @@ fn comfy_prefix_and_orig_shape() {
     assert_eq!((meta.dtype.as_str(), meta.shape), ("Q8_0", vec![64, 64]));
 }
 
-fn load_as<B: Backend>(path: &std::path::Path, quantization: Quantization) -> flux_core::Flux<B> {
+fn load_as<B: FluxBackend>(
+    path: &std::path::Path,
+    quantization: Quantization,
+) -> flux_core::Flux<B> {
     let options = LoadConfig {
         quantization,
         ..Default::default()
@@ -107,11 +109,10 @@ fn weights_stay_quantized_with_their_bits_per_weight() {
         let path = fixture(&format!("dev_tiny/gguf/{file}.gguf"));
         let packed = load_as::<B>(&path, Quantization::AsStored);
         let dense = load_as::<B>(&path, Quantization::Dequantize);
-        let (p, d) = (ParamBytes::of(&packed), ParamBytes::of(&dense));
+        let (p, d) = (packed.param_bytes(), dense.param_bytes());
         assert_eq!((d.packed, d.packed_layers), (0, 0), "{file}: dequantized");
-        // The weights that were packed hold 4 bytes each when dense (f32); a packed layer
-        // keeps a one-value f32 stand-in for its weight.
-        let weights = (d.dense - (p.dense - 4 * p.packed_layers)) / 4;
+        // The weights that were packed hold 4 bytes each when dense (f32).
+        let weights = (d.dense - p.dense) / 4;
         let held = p.packed as f64 * 8.0 / weights as f64;
         eprintln!(
             "{file}: {} linear layers packed, {held} bits per packed weight, \
@@ -170,8 +171,8 @@ fn quantize_at_load_equals_gguf_py_file() {
             &fixture(&format!("dev_tiny/gguf/{file}.gguf")),
             Quantization::AsStored,
         );
-        assert!(ParamBytes::of(&ours).packed_layers > 0, "{ty}");
-        assert_eq!(ParamBytes::of(&ours), ParamBytes::of(&theirs), "{ty}");
+        assert!(ours.param_bytes().packed_layers > 0, "{ty}");
+        assert_eq!(ours.param_bytes(), theirs.param_bytes(), "{ty}");
         let diff = max_abs_diff(inputs.run(&ours), inputs.run(&theirs));
         assert_eq!(diff, 0.0, "{ty}");
     }

@@ -3,15 +3,15 @@
 
 use crate::common::{Inputs, fixture, max_abs_diff, tensor};
 use burn::backend::{Flex, NdArray};
-use burn::tensor::backend::Backend;
 use flux_io::Weights;
+use flux_nn::FluxBackend;
 
 /// The bar for f32 computation on f32 (or exactly representable) weights.
 const F32_TOL: f32 = 1e-4;
 
 /// Loads `checkpoint` of `case`, runs the fixture inputs and returns max |ours - reference|
 /// against the output stored under `expected`.
-fn parity<B: Backend>(case: &str, checkpoint: &str, expected: &str) -> f32 {
+fn parity<B: FluxBackend>(case: &str, checkpoint: &str, expected: &str) -> f32 {
     let device = B::Device::default();
     let io = Weights::open(fixture(&format!("{case}/io.safetensors"))).unwrap();
     let model = flux_core::load::<B>(fixture(&format!("{case}/{checkpoint}")), &device)

@@ -3,16 +3,15 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, Source, Weights};
+use flux_nn::{FluxBackend, LoadConfig, load_module};
 
 use super::{ClipConfig, ClipTextEncoder};
 use crate::Result;
-use crate::hf::{layer_norm_key, tower_config};
+use crate::hf::tower_config;
 
-/// burn's LayerNorm names its parameters `gamma` / `beta`; everything else matches, up to the
-/// `text_model.` prefix, which the FLUX.1 repository and ComfyUI files have and transformers 5's
-/// `save_pretrained` leaves out.
+/// transformers' names, up to the `text_model.` prefix, which the FLUX.1 repository and
+/// ComfyUI files have and transformers 5's `save_pretrained` leaves out.
 struct ClipKeys {
     prefixed: bool,
 }
@@ -29,7 +28,7 @@ impl KeyMap for ClipKeys {
         } else {
             path.strip_prefix("text_model.").unwrap_or(path)
         };
-        Source::Key(layer_norm_key(path))
+        Source::Key(path.to_string())
     }
 
     /// Buffers and the CLIPModel / CLIPTextModelWithProjection extras FLUX does not use.
@@ -49,26 +48,26 @@ impl KeyMap for ClipKeys {
 ///
 /// # Errors
 /// As [`crate::load_t5`].
-pub fn load_clip<B: Backend>(
+pub fn load_clip<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<ClipTextEncoder<B>> {
     load_clip_with(path, device, LoadConfig::default())
 }
 
-/// [`load_clip`] with an explicit config and/or parameter dtype (`None`: device default).
+/// [`load_clip`] with an explicit config, parameter dtype (`None`: device default) and/or LoRA
+/// updates ([`flux_lora::resolve`]d against [`ClipConfig::lora_targets`]).
 ///
 /// # Errors
 /// As [`crate::load_t5`].
-pub fn load_clip_with<B: Backend>(
+pub fn load_clip_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig<ClipConfig>,
 ) -> Result<ClipTextEncoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("text_encoder"))?;
     let weights = checkpoint.weights();
-    let load = options.strict();
-    let config = match options.config {
+    let config = match options.config.clone() {
         Some(config) => config,
         None => config_of(&checkpoint)?,
     };
@@ -76,13 +75,9 @@ pub fn load_clip_with<B: Backend>(
     let keys = ClipKeys {
         prefixed: is_prefixed(weights),
     };
-    Ok(load_module(
-        config.init::<B>(device),
-        weights,
-        &keys,
-        device,
-        load,
-    )?)
+    Ok(load_module(weights, &keys, device, &options, |init| {
+        config.init_with(init)
+    })?)
 }
 
 /// The config of the CLIP checkpoint at `path` (its `config.json`, else inferred from the

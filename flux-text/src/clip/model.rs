@@ -2,13 +2,13 @@
 //! encoder layers, final norm, EOS pooling.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Int, Tensor};
-use flux_io::nn::Linear;
-use flux_io::ops::{attention_f32, gelu_tanh, in_f32, quick_gelu};
+use flux_nn::ops::{attention_f32, in_f32};
+use flux_nn::{FluxBackend, Init, Linear, LoraSlots};
 
 use super::ClipConfig;
 use crate::t5::check_ids;
@@ -41,7 +41,7 @@ pub struct ClipAttention<B: Backend> {
     pub(crate) causal: bool,
 }
 
-impl<B: Backend> ClipAttention<B> {
+impl<B: FluxBackend> ClipAttention<B> {
     /// # Shapes
     /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -97,15 +97,15 @@ pub struct ClipMlp<B: Backend> {
     pub(crate) act: Act,
 }
 
-impl<B: Backend> ClipMlp<B> {
+impl<B: FluxBackend> ClipMlp<B> {
     /// # Shapes
     /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x);
         let h = match self.act {
-            Act::QuickGelu => quick_gelu(h),
+            Act::QuickGelu => B::quick_gelu(h),
             Act::Gelu => gelu(h),
-            Act::GeluTanh => gelu_tanh(h),
+            Act::GeluTanh => B::gelu_tanh(h),
         };
         self.fc2.forward(h)
     }
@@ -126,7 +126,7 @@ pub struct ClipEncoderLayer<B: Backend> {
     pub(crate) layer_norm_eps: f64,
 }
 
-impl<B: Backend> ClipEncoderLayer<B> {
+impl<B: FluxBackend> ClipEncoderLayer<B> {
     /// # Shapes
     /// - x: `[batch, len, hidden]` -> `[batch, len, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -166,29 +166,27 @@ pub(crate) struct LayerShape {
 }
 
 impl LayerShape {
-    /// A layer of this shape, parameters lazily initialised.
-    pub(crate) fn init<B: Backend>(&self, device: &B::Device) -> ClipEncoderLayer<B> {
-        let linear = |i, o| Linear::new(i, o, true, device);
-        let norm = || {
-            LayerNormConfig::new(self.hidden)
-                .with_epsilon(self.eps)
-                .init(device)
-        };
+    /// A layer of this shape built by `init` (transformers' names: `layer_norm1`,
+    /// `self_attn.q_proj`, `mlp.fc1`, ...).
+    pub(crate) fn init<B: FluxBackend>(&self, init: &Init<B>) -> ClipEncoderLayer<B> {
         let h = self.hidden;
+        let norm = LayerNormConfig::new(h).with_epsilon(self.eps);
+        let attn = init.at("self_attn");
+        let mlp = init.at("mlp");
         ClipEncoderLayer {
-            layer_norm1: norm(),
+            layer_norm1: init.layer_norm("layer_norm1", &norm),
             self_attn: ClipAttention {
-                q_proj: linear(h, h),
-                k_proj: linear(h, h),
-                v_proj: linear(h, h),
-                out_proj: linear(h, h),
+                q_proj: attn.linear("q_proj", h, h, true),
+                k_proj: attn.linear("k_proj", h, h, true),
+                v_proj: attn.linear("v_proj", h, h, true),
+                out_proj: attn.linear("out_proj", h, h, true),
                 num_heads: self.heads,
                 causal: self.causal,
             },
-            layer_norm2: norm(),
+            layer_norm2: init.layer_norm("layer_norm2", &norm),
             mlp: ClipMlp {
-                fc1: linear(h, self.intermediate),
-                fc2: linear(self.intermediate, h),
+                fc1: mlp.linear("fc1", h, self.intermediate, true),
+                fc2: mlp.linear("fc2", self.intermediate, h, true),
                 act: self.act,
             },
             layer_norm_eps: self.eps,
@@ -231,50 +229,62 @@ pub struct ClipTextEncoder<B: Backend> {
     pub(crate) text_model: ClipTextTransformer<B>,
     #[module(skip)]
     config: ClipConfig,
+    /// Where the run-time LoRA strengths live ([`ClipTextEncoder::rescale_lora`]).
+    #[module(skip)]
+    pub(crate) lora: LoraSlots,
 }
 
 impl ClipConfig {
-    /// A model with this config (parameters lazily initialised; see [`crate::load_clip`]).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ClipTextEncoder<B> {
-        let norm = || {
-            LayerNormConfig::new(self.hidden_size)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
+    /// A randomly initialised model with this config (parameters drawn lazily, on first use).
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> ClipTextEncoder<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// The model with this config built by `init` ([`crate::load_clip`] reads a checkpoint),
+    /// under transformers' names (`text_model.encoder.layers.N.self_attn.q_proj`).
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> ClipTextEncoder<B> {
         let act = Act::of(&self.hidden_act).unwrap_or(Act::QuickGelu);
-        let layer = || {
-            LayerShape {
-                hidden: self.hidden_size,
-                intermediate: self.intermediate_size,
-                heads: self.num_attention_heads,
-                eps: self.layer_norm_eps,
-                act,
-                causal: true,
-            }
-            .init(device)
+        let shape = LayerShape {
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            heads: self.num_attention_heads,
+            eps: self.layer_norm_eps,
+            act,
+            causal: true,
+        };
+        let tm = init.at("text_model");
+        let embeddings = tm.at("embeddings");
+        let layers = tm.at("encoder").at("layers");
+        let norm = LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps);
+        let text_model = ClipTextTransformer {
+            embeddings: ClipEmbeddings {
+                token_embedding: embeddings.embedding(
+                    "token_embedding",
+                    self.vocab_size,
+                    self.hidden_size,
+                ),
+                position_embedding: embeddings.embedding(
+                    "position_embedding",
+                    self.max_position_embeddings,
+                    self.hidden_size,
+                ),
+            },
+            encoder: ClipEncoder {
+                layers: (0..self.num_hidden_layers)
+                    .map(|i| shape.init(&layers.at(i)))
+                    .collect(),
+            },
+            final_layer_norm: tm.layer_norm("final_layer_norm", &norm),
         };
         ClipTextEncoder {
-            text_model: ClipTextTransformer {
-                embeddings: ClipEmbeddings {
-                    token_embedding: EmbeddingConfig::new(self.vocab_size, self.hidden_size)
-                        .init(device),
-                    position_embedding: EmbeddingConfig::new(
-                        self.max_position_embeddings,
-                        self.hidden_size,
-                    )
-                    .init(device),
-                },
-                encoder: ClipEncoder {
-                    layers: (0..self.num_hidden_layers).map(|_| layer()).collect(),
-                },
-                final_layer_norm: norm(),
-            },
+            text_model,
             config: self.clone(),
+            lora: init.lora_slots(),
         }
     }
 }
 
-impl<B: Backend> ClipTextEncoder<B> {
+impl<B: FluxBackend> ClipTextEncoder<B> {
     /// The hyper-parameters.
     pub fn config(&self) -> &ClipConfig {
         &self.config

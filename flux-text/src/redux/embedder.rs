@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use flux_io::nn::Linear;
+use flux_nn::{FluxBackend, Init, Linear};
 
 use super::ReduxConfig;
 
@@ -21,18 +21,23 @@ pub struct ReduxEmbedder<B: Backend> {
 }
 
 impl ReduxConfig {
-    /// An embedder of this shape (parameters lazily initialised).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ReduxEmbedder<B> {
+    /// A randomly initialised embedder of this shape (parameters drawn lazily).
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> ReduxEmbedder<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// The embedder built by `init` (names: `redux_up`, `redux_down`, the checkpoints' keys).
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> ReduxEmbedder<B> {
         let hidden = 3 * self.txt_in_features;
         ReduxEmbedder {
-            redux_up: Linear::new(self.redux_dim, hidden, true, device),
-            redux_down: Linear::new(hidden, self.txt_in_features, true, device),
+            redux_up: init.linear("redux_up", self.redux_dim, hidden, true),
+            redux_down: init.linear("redux_down", hidden, self.txt_in_features, true),
             config: *self,
         }
     }
 }
 
-impl<B: Backend> ReduxEmbedder<B> {
+impl<B: FluxBackend> ReduxEmbedder<B> {
     /// # Shapes
     /// - x: `[batch, tokens, redux_dim]` -> `[batch, tokens, txt_in_features]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -4,20 +4,19 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, load_module};
+use flux_io::{Checkpoint, KeyMap, Source};
+use flux_nn::{FluxBackend, LoadConfig, load_module};
 
 use super::{ReduxConfig, ReduxEmbedder, SiglipVisionConfig, SiglipVisionEncoder};
 use crate::Result;
-use crate::hf::{layer_norm_key, tower_config};
+use crate::hf::tower_config;
 
-/// burn's LayerNorm names its parameters `gamma` / `beta`; everything else is transformers'
-/// `SiglipVisionModel` key, under `vision_model.`.
+/// transformers' `SiglipVisionModel` keys, under `vision_model.`.
 struct SiglipKeys;
 
 impl KeyMap for SiglipKeys {
     fn source(&self, path: &str) -> Source {
-        Source::Key(layer_norm_key(path))
+        Source::Key(path.to_string())
     }
 
     /// The attention-pooling head (Redux takes every token), buffers, and a full
@@ -39,7 +38,7 @@ impl KeyMap for SiglipKeys {
 ///
 /// # Errors
 /// As [`crate::load_t5`]; unexpected keys are named.
-pub fn load_siglip<B: Backend>(
+pub fn load_siglip<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<SiglipVisionEncoder<B>> {
@@ -50,25 +49,24 @@ pub fn load_siglip<B: Backend>(
 ///
 /// # Errors
 /// As [`load_siglip`].
-pub fn load_siglip_with<B: Backend>(
+pub fn load_siglip_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig<SiglipVisionConfig>,
 ) -> Result<SiglipVisionEncoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("image_encoder"))?;
     let weights = checkpoint.weights();
-    let load = options.strict();
-    let config = match options.config {
+    let config = match options.config.clone() {
         Some(config) => config,
         None => siglip_config(&checkpoint)?,
     };
     config.validate()?;
     Ok(load_module(
-        config.init::<B>(device),
         weights,
         &SiglipKeys,
         device,
-        load,
+        &options,
+        |init| config.init_with(init),
     )?)
 }
 
@@ -104,14 +102,13 @@ impl KeyMap for ReduxKeys {
 ///
 /// # Errors
 /// As [`load_siglip`].
-pub fn load_redux_embedder<B: Backend>(
+pub fn load_redux_embedder<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig<ReduxConfig>,
 ) -> Result<ReduxEmbedder<B>> {
     let checkpoint = Checkpoint::open(path, Some("image_embedder"))?;
     let weights = checkpoint.weights();
-    let load = options.strict();
     let config = match options.config {
         Some(config) => config,
         None => match checkpoint.config::<ReduxConfig>()? {
@@ -134,10 +131,10 @@ pub fn load_redux_embedder<B: Backend>(
         },
     };
     Ok(load_module(
-        config.init::<B>(device),
         weights,
         &ReduxKeys,
         device,
-        load,
+        &options,
+        |init| config.init_with(init),
     )?)
 }

@@ -3,9 +3,10 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
+use flux_nn::{FluxBackend, Init};
 
 use super::SiglipVisionConfig;
 use crate::clip::model::{ClipEncoder, LayerShape, norm};
@@ -42,11 +43,20 @@ pub struct SiglipVisionEncoder<B: Backend> {
 }
 
 impl SiglipVisionConfig {
-    /// A model with this config (parameters lazily initialised; see [`super::load_siglip`]).
+    /// A randomly initialised model with this config (parameters drawn lazily).
     ///
     /// # Panics
     /// If the config is invalid ([`SiglipVisionConfig::validate`]).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> SiglipVisionEncoder<B> {
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> SiglipVisionEncoder<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// The model with this config built by `init` ([`super::load_siglip`] reads a checkpoint),
+    /// under transformers' names (`vision_model.encoder.layers.N.self_attn.q_proj`).
+    ///
+    /// # Panics
+    /// If the config is invalid ([`SiglipVisionConfig::validate`]).
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> SiglipVisionEncoder<B> {
         if let Err(e) = self.validate() {
             panic!("{e}");
         }
@@ -60,29 +70,34 @@ impl SiglipVisionConfig {
             act: self.act(),
             causal: false,
         };
+        let vm = init.at("vision_model");
+        let embeddings = vm.at("embeddings");
+        let layers = vm.at("encoder").at("layers");
+        let patches = Conv2dConfig::new([self.num_channels, h], [p, p]).with_stride([p, p]);
+        let norm = LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps);
         SiglipVisionEncoder {
             vision_model: SiglipVisionTransformer {
                 embeddings: SiglipEmbeddings {
-                    patch_embedding: Conv2dConfig::new([self.num_channels, h], [p, p])
-                        .with_stride([p, p])
-                        .init(device),
-                    position_embedding: EmbeddingConfig::new(self.num_patches(), h).init(device),
+                    patch_embedding: embeddings.conv2d("patch_embedding", &patches),
+                    position_embedding: embeddings.embedding(
+                        "position_embedding",
+                        self.num_patches(),
+                        h,
+                    ),
                 },
                 encoder: ClipEncoder {
                     layers: (0..self.num_hidden_layers)
-                        .map(|_| layer.init(device))
+                        .map(|i| layer.init(&layers.at(i)))
                         .collect(),
                 },
-                post_layernorm: LayerNormConfig::new(h)
-                    .with_epsilon(self.layer_norm_eps)
-                    .init(device),
+                post_layernorm: vm.layer_norm("post_layernorm", &norm),
             },
             config: self.clone(),
         }
     }
 }
 
-impl<B: Backend> SiglipVisionEncoder<B> {
+impl<B: FluxBackend> SiglipVisionEncoder<B> {
     /// The hyper-parameters.
     pub fn config(&self) -> &SiglipVisionConfig {
         &self.config

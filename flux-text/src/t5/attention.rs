@@ -1,12 +1,11 @@
 //! T5 self-attention with the bucketed relative position bias (transformers `T5Attention`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig};
+use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData};
-use flux_io::nn::Linear;
-use flux_io::ops::attention;
+use flux_nn::{FluxBackend, Init, Linear};
 
 use super::T5Config;
 
@@ -32,19 +31,19 @@ pub struct T5Attention<B: Backend> {
     max_distance: usize,
 }
 
-impl<B: Backend> T5Attention<B> {
+impl<B: FluxBackend> T5Attention<B> {
     /// An attention layer for `config`, with the bias table when `has_bias`.
-    pub fn new(config: &T5Config, has_bias: bool, device: &B::Device) -> Self {
+    pub fn new(config: &T5Config, has_bias: bool, init: &Init<B>) -> Self {
         let inner = config.inner_dim();
-        let linear = |i, o| Linear::new(i, o, false, device);
+        let d_model = config.d_model;
         Self {
-            q: linear(config.d_model, inner),
-            k: linear(config.d_model, inner),
-            v: linear(config.d_model, inner),
-            o: linear(inner, config.d_model),
+            q: init.linear("q", d_model, inner, false),
+            k: init.linear("k", d_model, inner, false),
+            v: init.linear("v", d_model, inner, false),
+            o: init.linear("o", inner, d_model, false),
             relative_attention_bias: has_bias.then(|| {
-                EmbeddingConfig::new(config.relative_attention_num_buckets, config.num_heads)
-                    .init(device)
+                let buckets = config.relative_attention_num_buckets;
+                init.embedding("relative_attention_bias", buckets, config.num_heads)
             }),
             num_heads: config.num_heads,
             num_buckets: config.relative_attention_num_buckets,
@@ -92,7 +91,7 @@ impl<B: Backend> T5Attention<B> {
             scale: Some(1.0),
             ..Default::default()
         };
-        let out = attention(q, k, v, Some(bias), options);
+        let out = B::dot_product_attention(q, k, v, Some(bias), options);
         self.o
             .forward(out.swap_dims(1, 2).reshape([batch as i64, len as i64, -1]))
     }

@@ -1,9 +1,10 @@
 //! The T5 v1.1 encoder stack (transformers `T5EncoderModel`): embedding, blocks, final norm.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig};
+use burn::nn::Embedding;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Int, Tensor};
+use flux_nn::{FluxBackend, Init, ParamBytes};
 
 use super::T5Config;
 use super::attention::T5Attention;
@@ -41,13 +42,14 @@ pub struct T5Block<B: Backend> {
     pub(crate) dense_relu_dense: T5DenseGatedActDense<B>,
 }
 
-impl<B: Backend> T5Block<B> {
-    fn new(config: &T5Config, first: bool, device: &B::Device) -> Self {
+impl<B: FluxBackend> T5Block<B> {
+    fn new(config: &T5Config, first: bool, init: &Init<B>) -> Self {
+        let (d, eps) = (config.d_model, config.layer_norm_epsilon);
         Self {
-            attention_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
-            self_attention: T5Attention::new(config, first, device),
-            ff_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
-            dense_relu_dense: T5DenseGatedActDense::new(config, device),
+            attention_norm: T5LayerNorm::new(d, eps, &init.at("attention_norm")),
+            self_attention: T5Attention::new(config, first, &init.at("self_attention")),
+            ff_norm: T5LayerNorm::new(d, eps, &init.at("ff_norm")),
+            dense_relu_dense: T5DenseGatedActDense::new(config, &init.at("dense_relu_dense")),
         }
     }
 
@@ -85,30 +87,57 @@ pub struct T5Encoder<B: Backend> {
     config: T5Config,
     #[module(skip)]
     precision: T5Precision,
+    /// What the parameters hold, as built.
+    #[module(skip)]
+    held: ParamBytes,
 }
 
 impl T5Config {
-    /// A model with this config. Parameters are lazily initialised: [`crate::load_t5`] fills
-    /// them from a checkpoint without ever materialising random weights.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> T5Encoder<B> {
+    /// A randomly initialised model with this config (parameters drawn lazily, on first use).
+    pub fn init<B: FluxBackend>(&self, device: &B::Device) -> T5Encoder<B> {
+        self.init_with(&Init::random(device))
+    }
+
+    /// The model with this config built by `init` ([`crate::load_t5`] reads a checkpoint).
+    /// Module names are transformers' (`encoder.block.N.layer.0.SelfAttention.q`), with the
+    /// two sub-layers named by role (`attention_norm`, `self_attention`, `ff_norm`,
+    /// `dense_relu_dense`) where transformers numbers them.
+    pub fn init_with<B: FluxBackend>(&self, init: &Init<B>) -> T5Encoder<B> {
+        let encoder = init.at("encoder");
+        let blocks = encoder.at("block");
         T5Encoder {
-            shared: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            shared: init.embedding("shared", self.vocab_size, self.d_model),
             encoder: T5Stack {
                 block: (0..self.num_layers)
-                    .map(|i| T5Block::new(self, i == 0, device))
+                    .map(|i| T5Block::new(self, i == 0, &blocks.at(i)))
                     .collect(),
-                final_layer_norm: T5LayerNorm::new(self.d_model, self.layer_norm_epsilon, device),
+                final_layer_norm: T5LayerNorm::new(
+                    self.d_model,
+                    self.layer_norm_epsilon,
+                    &encoder.at("final_layer_norm"),
+                ),
             },
             config: self.clone(),
             precision: T5Precision::default(),
+            held: ParamBytes::default(),
         }
+        .with_held(init.held())
     }
 }
 
-impl<B: Backend> T5Encoder<B> {
+impl<B: FluxBackend> T5Encoder<B> {
     /// The hyper-parameters.
     pub fn config(&self) -> &T5Config {
         &self.config
+    }
+
+    /// What the parameters hold (dense, quantized), as built.
+    pub fn param_bytes(&self) -> ParamBytes {
+        self.held
+    }
+
+    fn with_held(self, held: ParamBytes) -> Self {
+        Self { held, ..self }
     }
 
     /// The half-precision policy in use.

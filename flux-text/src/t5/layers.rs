@@ -1,10 +1,9 @@
 //! T5's RMS layer norm and gated-GELU feed-forward.
 
-use burn::module::{Module, Param};
+use burn::module::{Initializer, Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, FloatDType, Tensor};
-use flux_io::nn::Linear;
-use flux_io::ops::gelu_tanh;
+use flux_nn::{FluxBackend, Init, Linear};
 
 use super::T5Config;
 
@@ -17,11 +16,11 @@ pub struct T5LayerNorm<B: Backend> {
     eps: f64,
 }
 
-impl<B: Backend> T5LayerNorm<B> {
-    /// A norm of width `dim` (scale 1).
-    pub fn new(dim: usize, eps: f64, device: &B::Device) -> Self {
+impl<B: FluxBackend> T5LayerNorm<B> {
+    /// A norm of width `dim` (scale 1 when random).
+    pub fn new(dim: usize, eps: f64, init: &Init<B>) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::ones([dim], device)),
+            weight: init.param("weight", [dim], Initializer::Ones),
             eps,
         }
     }
@@ -52,14 +51,14 @@ pub struct T5DenseGatedActDense<B: Backend> {
     pub(crate) wo: Linear<B>,
 }
 
-impl<B: Backend> T5DenseGatedActDense<B> {
+impl<B: FluxBackend> T5DenseGatedActDense<B> {
     /// A feed-forward for `config`.
-    pub fn new(config: &T5Config, device: &B::Device) -> Self {
-        let linear = |i, o| Linear::new(i, o, false, device);
+    pub fn new(config: &T5Config, init: &Init<B>) -> Self {
+        let (d_model, d_ff) = (config.d_model, config.d_ff);
         Self {
-            wi_0: linear(config.d_model, config.d_ff),
-            wi_1: linear(config.d_model, config.d_ff),
-            wo: linear(config.d_ff, config.d_model),
+            wi_0: init.linear("wi_0", d_model, d_ff, false),
+            wi_1: init.linear("wi_1", d_model, d_ff, false),
+            wo: init.linear("wo", d_ff, d_model, false),
         }
     }
 
@@ -68,7 +67,7 @@ impl<B: Backend> T5DenseGatedActDense<B> {
     /// # Shapes
     /// - x: `[batch, len, d_model]` -> `[batch, len, d_model]` (in `wo`'s dtype)
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = gelu_tanh(self.wi_0.forward(x.clone()));
+        let gate = B::gelu_tanh(self.wi_0.forward(x.clone()));
         let hidden = gate * self.wi_1.forward(x);
         self.wo.forward(hidden.cast(self.wo.dtype()))
     }

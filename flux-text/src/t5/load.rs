@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
-use flux_io::{Checkpoint, KeyMap, LoadConfig, Source, Weights, load_module};
+use flux_io::{Checkpoint, KeyMap, Source, Weights};
+use flux_nn::{FluxBackend, LoadConfig, load_module};
 
 use super::names::T5Names;
 use super::{T5Config, T5Encoder, T5Precision};
@@ -75,7 +75,7 @@ impl KeyMap for T5Keys {
 /// named), shape mismatches, unsupported dtypes, non-finite weights, a `config.json` that does
 /// not parse; [`crate::Error::InvalidConfig`] / [`crate::Error::Unsupported`] for a config
 /// this crate cannot run.
-pub fn load_t5<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<T5Encoder<B>> {
+pub fn load_t5<B: FluxBackend>(path: impl AsRef<Path>, device: &B::Device) -> Result<T5Encoder<B>> {
     load_t5_with(path, device, LoadConfig::default())
 }
 
@@ -84,16 +84,15 @@ pub fn load_t5<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result
 ///
 /// # Errors
 /// As [`load_t5`].
-pub fn load_t5_with<B: Backend>(
+pub fn load_t5_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     options: LoadConfig<T5Config>,
 ) -> Result<T5Encoder<B>> {
     let checkpoint = Checkpoint::open(path, Some("text_encoder_2"))?;
     let weights = checkpoint.weights();
-    let load = options.strict();
     weights.expect_gguf_architecture(&["t5encoder", "t5"], "T5 encoder")?;
-    let config = match options.config {
+    let config = match options.config.clone() {
         Some(config) => config,
         None => match checkpoint.config::<T5Config>()? {
             Some(config) => config,
@@ -102,6 +101,8 @@ pub fn load_t5_with<B: Backend>(
     };
     config.validate()?;
     let keys = T5Keys::new(weights);
-    let model = load_module(config.init::<B>(device), weights, &keys, device, load)?;
+    let model = load_module(weights, &keys, device, &options, |init| {
+        config.init_with(init)
+    })?;
     Ok(model.with_precision(T5Precision::F32Residual))
 }

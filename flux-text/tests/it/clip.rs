@@ -2,13 +2,17 @@
 //! `scripts/reference/gen_text.py`), loading layouts, pooling and errors.
 
 use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux_nn::FluxBackend;
 use flux_text::{ClipConfig, ClipTextEncoder, Error, LoadConfig, load_clip, load_clip_with};
 
 const IO: &str = "clip_io.safetensors";
 
-fn check<B: Backend>(model: &ClipTextEncoder<B>, suffix: &str, device: &B::Device) -> (f32, f32) {
+fn check<B: FluxBackend>(
+    model: &ClipTextEncoder<B>,
+    suffix: &str,
+    device: &B::Device,
+) -> (f32, f32) {
     let out = model.forward(ids::<B>(IO, "ids", device));
     let hidden = max_abs_err(
         out.last_hidden_state,

@@ -2,11 +2,11 @@
 //! `scripts/reference/gen_text.py`), loading layouts, config inference and errors.
 
 use crate::common::{Fx, Nd, fixture, ids, max_abs_err, read};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux_nn::FluxBackend;
 use flux_text::{Error, LoadConfig, T5Config, load_t5, load_t5_with};
 
-fn parity<B: Backend>(path: &str, reference: &str, device: &B::Device) -> f32 {
+fn parity<B: FluxBackend>(path: &str, reference: &str, device: &B::Device) -> f32 {
     let model = load_t5::<B>(fixture(path), device).unwrap();
     let out = model.forward(ids::<B>("t5_io.safetensors", "ids", device));
     let err = max_abs_err(out, &read("t5_io.safetensors", reference));

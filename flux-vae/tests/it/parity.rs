@@ -1,12 +1,17 @@
 //! Encode/decode parity with diffusers' `AutoencoderKL` (fixtures from gen_vae.py).
 
 use crate::common::{B, fixture, io, max_abs};
-use burn::tensor::backend::Backend;
+use flux_nn::FluxBackend;
 use flux_vae::{AutoEncoder, AutoEncoderConfig, Tiling};
 
 const TOL: f32 = 1e-4;
 
-fn check<Bk: Backend>(vae: &AutoEncoder<Bk>, device: &Bk::Device, decoded_key: &str, tag: &str) {
+fn check<Bk: FluxBackend>(
+    vae: &AutoEncoder<Bk>,
+    device: &Bk::Device,
+    decoded_key: &str,
+    tag: &str,
+) {
     let vae_untiled = vae;
     assert_eq!(vae_untiled.config().downscale(), 8);
     let latents = vae.encode(io::<Bk>("image", device)).unwrap();

@@ -1,8 +1,8 @@
 //! What the FLUX.1 tools feed the transformer beside the noisy latents: Kontext's reference
 //! tokens, Fill's masked-image latents and mask, the control image's latents.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use flux_nn::FluxBackend;
 use flux_sampler::TorchGenerator;
 use image::DynamicImage;
 
@@ -11,7 +11,7 @@ use crate::{GenerateRequest, Result, tools};
 
 /// The transformer's conditioning input for one call's batch, built once before the loop.
 #[derive(Debug, Clone)]
-pub(super) enum Condition<B: Backend> {
+pub(super) enum Condition<B: FluxBackend> {
     /// Text to image, img2img, and Kontext without a reference image.
     None,
     /// Kontext: the reference images' packed latents `[b, m, 64]`, appended after the noisy
@@ -26,7 +26,7 @@ pub(super) enum Condition<B: Backend> {
     Channels(Tensor<B, 3>),
 }
 
-impl<B: Backend> Condition<B> {
+impl<B: FluxBackend> Condition<B> {
     /// Every row twice (true CFG runs the prompts and the negative prompts as one batch).
     pub(super) fn doubled(self) -> Self {
         let twice = |t: Tensor<B, 3>| Tensor::cat(vec![t.clone(), t], 0);
@@ -73,12 +73,12 @@ fn image_rows(images: usize, per_prompt: usize, batch: usize) -> Vec<usize> {
 }
 
 /// Rows `rows` of `t` (one per image), stacked.
-fn select_rows<B: Backend, const D: usize>(t: Tensor<B, D>, rows: &[usize]) -> Tensor<B, D> {
+fn select_rows<B: FluxBackend, const D: usize>(t: Tensor<B, D>, rows: &[usize]) -> Tensor<B, D> {
     let parts = rows.iter().map(|&i| t.clone().narrow(0, i, 1)).collect();
     Tensor::cat(parts, 0)
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     /// Kontext (diffusers' `FluxKontextPipeline.prepare_latents`): each reference image at
     /// the reference size, encoded to its posterior's mode (no draw), packed; ids `(1, r, c)`
     /// over the reference's own token grid.

@@ -3,30 +3,37 @@
 
 use std::ops::ControlFlow;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use flux_core::Flux;
+use flux_nn::FluxBackend;
 use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
 
 use super::Pipeline;
 use super::condition::Condition;
 use super::text::Encoded;
 use super::{MemoryMode, Resolved};
+use crate::Component;
 use crate::{GenerateRequest, Result, Stage, Variant};
 
 /// The progress reporter `generate_with_progress` threads through the stages.
 pub(super) type Report<'a> = dyn FnMut(Stage, usize, usize) -> Result<()> + 'a;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     pub(super) fn load_transformer(&self) -> Result<Flux<B>> {
+        let (adapters, lora_mode) = self.lora_for(Component::Transformer);
         let options = flux_core::LoadConfig {
             config: None,
             dtype: self.dtype,
             offload_blocks: self.offload_blocks,
             quantization: self.quantization,
+            adapters,
+            lora_mode,
         };
-        let model = flux_core::load_with::<B>(&self.files.transformer, &self.device, options)?;
-        self.with_transformer_loras(model)
+        Ok(flux_core::load_with::<B>(
+            &self.files.transformer,
+            &self.device,
+            options,
+        )?)
     }
 
     /// The schedule diffusers' `FluxPipeline` (or, with an init image, `FluxImg2ImgPipeline`)
@@ -152,11 +159,7 @@ impl<B: Backend> Pipeline<B> {
         // At most `chunk` rows per transformer call (`PipelineBuilder::max_batch`; by default
         // one on the CPU backends, where batched calls measured slower per image, and all on
         // GPUs). Every row shares the same ids, so one rotary table serves every full chunk.
-        let default = if flux_io::ops::is_cpu_backend::<B>() {
-            1
-        } else {
-            rows
-        };
+        let default = if B::runs_on_host() { 1 } else { rows };
         let chunk = self.max_batch.unwrap_or(default).clamp(1, rows);
         let rope = |n: usize| -> Result<flux_core::RopeTable<B>> {
             let img_ids = flux_core::img_ids::<B>(n, plan.height, plan.width, device)?;

@@ -1,28 +1,108 @@
 //! LoRAs on the pipeline: read and matched to the models when the pipeline is built (so a
-//! bad or foreign LoRA fails before any weight loads), applied to each model as it loads, and
-//! rescaled per request in run-time mode.
+//! bad or foreign LoRA fails before any weight loads), built into each model as it loads,
+//! and rescaled per request in run-time mode. Which model a LoRA module name belongs to is
+//! decided here ([`route`]): that is FLUX's pipeline knowledge, not the LoRA crate's.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
 use flux_core::{Flux, FluxConfig};
-use flux_io::lora::{self, Adapters, Component, LoraFile, LoraMode, LoraReport};
+use flux_lora::{Adapters, LoraFile, LoraMode, Resolved, Route};
+use flux_nn::FluxBackend;
 use flux_text::{ClipConfig, ClipTextEncoder};
 
 use super::Pipeline;
 use crate::{Error, GenerateRequest, Result};
 
+/// The models of the FLUX pipeline that LoRA files carry updates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Component {
+    /// The FLUX transformer (`transformer.`, `lora_unet_`, `diffusion_model.`, bare BFL names).
+    Transformer,
+    /// The CLIP text encoder (`text_encoder.`, `lora_te1_`, `lora_te_`).
+    Clip,
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Transformer => "transformer",
+            Self::Clip => "CLIP",
+        })
+    }
+}
+
+/// What one LoRA file did to the pipeline's models.
+pub type LoraReport = flux_lora::LoraReport<Component>;
+
+/// Where a LoRA module name points, from its prefix (kohya's `_`-joined forms, and the dotted
+/// prefixes diffusers, PEFT, ComfyUI and BFL files use; a bare name is the transformer's).
+fn route(stem: &str) -> Route<'_, Component> {
+    const FLAT: &[(&str, Option<Component>)] = &[
+        ("lora_unet_", Some(Component::Transformer)),
+        ("lora_transformer_", Some(Component::Transformer)),
+        ("lora_te1_", Some(Component::Clip)),
+        ("lora_te2_", None),
+        ("lora_te_", Some(Component::Clip)),
+    ];
+    const DOTTED: &[(&str, Option<Component>)] = &[
+        ("text_encoder_2.", None),
+        ("text_encoder.", Some(Component::Clip)),
+        ("transformer.", Some(Component::Transformer)),
+        ("model.diffusion_model.", Some(Component::Transformer)),
+        ("diffusion_model.", Some(Component::Transformer)),
+        ("base_model.model.", Some(Component::Transformer)),
+    ];
+    for (table, kohya) in [(FLAT, true), (DOTTED, false)] {
+        for (prefix, component) in table {
+            if let Some(name) = stem.strip_prefix(prefix) {
+                return match component {
+                    Some(component) => Route::To {
+                        component: *component,
+                        name,
+                        kohya,
+                    },
+                    None => Route::Unsupported("T5 text-encoder LoRAs are not supported"),
+                };
+            }
+        }
+    }
+    Route::To {
+        component: Component::Transformer,
+        name: stem,
+        kohya: false,
+    }
+}
+
+/// Matches LoRA files (with their strengths) to the pipeline's models as the pipeline does:
+/// each module name sent to the transformer or CLIP by its prefix (T5 LoRAs refused by name)
+/// and resolved against that model's targets ([`flux_core::FluxConfig::lora_targets`],
+/// [`flux_text::ClipConfig::lora_targets`]). Build each model with its
+/// [`Resolved::adapters`] (`LoadConfig::adapters`).
+///
+/// # Errors
+/// As [`flux_lora::resolve`]: names that match no layer (unless `lenient`), shapes that do not
+/// fit, non-finite strengths.
+pub fn resolve_loras(
+    loras: &[(LoraFile, f32)],
+    targets: &[(Component, &flux_lora::Targets)],
+    lenient: bool,
+) -> flux_io::Result<Resolved<Component>> {
+    flux_lora::resolve(loras, route, targets, lenient)
+}
+
 /// The pipeline's LoRAs: each model's resolved updates and how they are applied.
 #[derive(Debug)]
 pub(super) struct Loras {
-    resolved: lora::Resolved,
+    resolved: Resolved<Component>,
     mode: LoraMode,
 }
 
 impl Loras {
     /// Reads every `(file, strength)` and matches it to the transformer and CLIP.
-    pub(super) fn open<B: Backend>(
+    pub(super) fn open<B: FluxBackend>(
         specs: &[(PathBuf, f32)],
         mode: LoraMode,
         lenient: bool,
@@ -40,7 +120,7 @@ impl Loras {
             (Component::Transformer, &transformer),
             (Component::Clip, &clip),
         ];
-        let resolved = lora::resolve(&files, &targets, lenient)?;
+        let resolved = resolve_loras(&files, &targets, lenient)?;
         Ok(Self { resolved, mode })
     }
 
@@ -59,33 +139,20 @@ impl Loras {
     }
 }
 
-impl<B: Backend> Pipeline<B> {
-    /// The component's updates and how they are applied, if any LoRA touches it.
-    fn lora_for(&self, component: Component) -> Option<(&Adapters, LoraMode)> {
-        let loras = self.loras.as_ref()?;
-        Some((loras.adapters(component)?, loras.mode))
+impl<B: FluxBackend> Pipeline<B> {
+    /// The component's updates (to build it with) and how they are applied: `(None, _)` when
+    /// no LoRA touches it.
+    pub(super) fn lora_for(&self, component: Component) -> (Option<Adapters>, LoraMode) {
+        match &self.loras {
+            Some(loras) => (loras.adapters(component).cloned(), loras.mode),
+            None => (None, LoraMode::default()),
+        }
     }
 
     /// What each LoRA given to the builder touches (file, format, strength, layers per
     /// model; in lenient mode, the module names that matched nothing). Empty without LoRAs.
     pub fn lora_reports(&self) -> &[LoraReport] {
         self.loras.as_ref().map_or(&[], |l| &l.resolved.reports)
-    }
-
-    /// The transformer with the LoRAs applied (at load).
-    pub(super) fn with_transformer_loras(&self, model: Flux<B>) -> Result<Flux<B>> {
-        match self.lora_for(Component::Transformer) {
-            Some((adapters, mode)) => Ok(model.apply_lora(adapters, mode)?.0),
-            None => Ok(model),
-        }
-    }
-
-    /// CLIP with the LoRAs applied (at load).
-    pub(super) fn with_clip_loras(&self, model: ClipTextEncoder<B>) -> Result<ClipTextEncoder<B>> {
-        match self.lora_for(Component::Clip) {
-            Some((adapters, mode)) => Ok(model.apply_lora(adapters, mode)?.0),
-            None => Ok(model),
-        }
     }
 
     /// The `(file, strength)` of each LoRA this request runs with, checked: per-request
@@ -123,14 +190,14 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// `model` with this request's LoRA strengths (a rescaled copy when they differ from the
-    /// loaded ones; the copy shares every weight with the loaded model).
+    /// loaded ones; the copy shares every other weight with the loaded model).
     pub(super) fn request_transformer<'a>(
         &self,
         model: Cow<'a, Flux<B>>,
         r: &GenerateRequest,
     ) -> Result<Cow<'a, Flux<B>>> {
         match self.request_adapters(Component::Transformer, r)? {
-            Some(adapters) => Ok(Cow::Owned(model.into_owned().rescale_lora(&adapters)?.0)),
+            Some(adapters) => Ok(Cow::Owned(model.into_owned().rescale_lora(&adapters).0)),
             None => Ok(model),
         }
     }
@@ -153,7 +220,10 @@ impl<B: Backend> Pipeline<B> {
         component: Component,
         r: &GenerateRequest,
     ) -> Result<Option<Adapters>> {
-        let (Some((adapters, _)), Some(scales)) = (self.lora_for(component), &r.lora_scales) else {
+        let Some(loras) = &self.loras else {
+            return Ok(None);
+        };
+        let (Some(adapters), Some(scales)) = (loras.adapters(component), &r.lora_scales) else {
             return Ok(None);
         };
         if adapters.scales() == scales.as_slice() {

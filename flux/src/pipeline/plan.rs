@@ -1,6 +1,6 @@
 //! Checking a request and filling in the model's defaults before any model runs.
 
-use burn::tensor::backend::Backend;
+use flux_nn::FluxBackend;
 
 use super::Pipeline;
 use crate::tools::{KONTEXT_MAX_AREA, kontext_output_size, kontext_reference_size};
@@ -42,7 +42,7 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     /// The request with this pipeline's model defaults filled in (steps, guidance), checked
     /// the way [`Pipeline::generate`] checks it, without running anything.
     ///
@@ -135,7 +135,7 @@ impl<B: Backend> Pipeline<B> {
 /// A `(width, height)` in pixels.
 type Size = (usize, usize);
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     /// The size that runs, and Kontext's reference size.
     fn output_size(&self, r: &GenerateRequest) -> Result<(usize, usize, Option<Size>)> {
         if self.variant != Variant::Kontext {

@@ -1,8 +1,8 @@
 //! Redux (diffusers `FluxPriorReduxPipeline`): images encoded by SigLIP and the Redux
 //! embedder, joined to the prompt's T5 tokens.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use flux_nn::FluxBackend;
 use flux_text::{ReduxEmbedder, SiglipImageProcessor, SiglipVisionEncoder};
 
 use super::Pipeline;
@@ -40,12 +40,12 @@ impl ReduxSetup {
 
 /// SigLIP and the Redux embedder.
 #[derive(Debug, Clone)]
-pub(super) struct ReduxModels<B: Backend> {
+pub(super) struct ReduxModels<B: FluxBackend> {
     siglip: SiglipVisionEncoder<B>,
     embedder: ReduxEmbedder<B>,
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     pub(super) fn load_redux(&self) -> Result<ReduxModels<B>> {
         let setup = self.redux.as_ref().ok_or_else(no_redux)?;
         let siglip = flux_text::load_siglip_with::<B>(

@@ -1,24 +1,33 @@
 //! The text stage: CLIP's pooled vector and T5's token states for every prompt.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux_nn::FluxBackend;
 use flux_text::{ClipTextEncoder, T5Encoder};
 
+use super::lora::Component;
 use super::{CLIP_MAX_LEN, Pipeline};
 use crate::{GenerateRequest, Result};
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     pub(super) fn load_clip(&self) -> Result<ClipTextEncoder<B>> {
-        let options = self.dense_load_config();
-        let model = flux_text::load_clip_with::<B>(&self.files.clip, &self.device, options)?;
-        self.with_clip_loras(model)
+        let (adapters, lora_mode) = self.lora_for(Component::Clip);
+        let options = flux_text::LoadConfig {
+            adapters,
+            lora_mode,
+            ..self.dense_load_config()
+        };
+        Ok(flux_text::load_clip_with::<B>(
+            &self.files.clip,
+            &self.device,
+            options,
+        )?)
     }
 
     pub(super) fn load_t5(&self) -> Result<T5Encoder<B>> {
         let options = flux_text::LoadConfig {
-            config: None,
             dtype: self.dtype,
             quantization: self.quantization,
+            ..Default::default()
         };
         Ok(flux_text::load_t5_with::<B>(
             &self.files.t5,

@@ -1,7 +1,7 @@
 //! The autoencoder's two jobs: the img2img init image to latents, and latents to pixels.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
+use flux_nn::FluxBackend;
 use flux_sampler::{NoiseDtype, TorchGenerator};
 use flux_vae::AutoEncoder;
 use image::DynamicImage;
@@ -10,7 +10,7 @@ use image::imageops::{self, FilterType};
 use super::{Pipeline, Resolved};
 use crate::{Error, Result};
 
-impl<B: Backend> Pipeline<B> {
+impl<B: FluxBackend> Pipeline<B> {
     pub(super) fn load_vae(&self) -> Result<AutoEncoder<B>> {
         Ok(flux_vae::load_with::<B>(
             &self.files.vae,

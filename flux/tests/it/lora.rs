@@ -4,8 +4,8 @@
 //! (fixtures: scripts/reference/gen_lora.py).
 
 use burn::tensor::{Tensor, TensorData};
-use flux::io::lora::{self, Component, LoraFile, LoraMode, Resolved};
-use flux::{GenerateRequest, MemoryMode, Pipeline};
+use flux::lora::{Adapters, LoraFile, LoraMode, Resolved};
+use flux::{Component, GenerateRequest, MemoryMode, Pipeline};
 use flux_io::{SafetensorsFile, Weights};
 
 use crate::common::{B, fixture, max_abs};
@@ -38,7 +38,7 @@ fn tensor<const D: usize>(key: &str, shape: [usize; D]) -> Tensor<B, D> {
 }
 
 /// The tiny pipeline's transformer and CLIP configs' targets, and `loras` resolved on them.
-fn resolve(loras: &[(&str, f32)], lenient: bool) -> flux_io::Result<Resolved> {
+fn resolve(loras: &[(&str, f32)], lenient: bool) -> flux_io::Result<Resolved<Component>> {
     let device = Default::default();
     let config = flux::core::read_config(fixture("tiny_pipeline/transformer")).unwrap();
     let clip = flux::text::read_clip_config(fixture("tiny_pipeline/text_encoder")).unwrap();
@@ -53,7 +53,7 @@ fn resolve(loras: &[(&str, f32)], lenient: bool) -> flux_io::Result<Resolved> {
             ))
         })
         .collect::<flux_io::Result<Vec<_>>>()?;
-    lora::resolve(
+    flux::resolve_loras(
         &files,
         &[
             (Component::Transformer, &transformer),
@@ -64,16 +64,28 @@ fn resolve(loras: &[(&str, f32)], lenient: bool) -> flux_io::Result<Resolved> {
 }
 
 fn load(quantization: flux::Quantization) -> flux::core::Flux<B> {
-    let options = flux::core::LoadConfig {
+    load_with(flux::core::LoadConfig {
         quantization,
         ..Default::default()
-    };
+    })
+}
+
+fn load_with(options: flux::core::LoadConfig) -> flux::core::Flux<B> {
     flux::core::load_with(
         fixture("tiny_pipeline/transformer"),
         &Default::default(),
         options,
     )
     .unwrap()
+}
+
+/// The tiny transformer built with `adapters` applied as `mode`.
+fn with_adapters(adapters: &Adapters, mode: LoraMode) -> flux::core::Flux<B> {
+    load_with(flux::core::LoadConfig {
+        adapters: Some(adapters.clone()),
+        lora_mode: mode,
+        ..Default::default()
+    })
 }
 
 /// The transformer's output on the fixture's inputs.
@@ -92,10 +104,10 @@ fn forward(model: &flux::core::Flux<B>) -> Vec<f32> {
 
 fn with_lora(loras: &[(&str, f32)], mode: LoraMode) -> Vec<f32> {
     let resolved = resolve(loras, false).unwrap();
-    let adapters = &resolved.adapters[&Component::Transformer];
-    let (model, applied) = load(Default::default()).apply_lora(adapters, mode).unwrap();
-    assert_eq!(applied.merged + applied.runtime, adapters.len());
-    forward(&model)
+    forward(&with_adapters(
+        &resolved.adapters[&Component::Transformer],
+        mode,
+    ))
 }
 
 #[test]
@@ -136,19 +148,15 @@ fn two_loras_at_once_match_set_adapters() {
 fn runtime_strengths_change_without_reloading() {
     let resolved = resolve(&[("kohya", 1.0)], false).unwrap();
     let adapters = &resolved.adapters[&Component::Transformer];
-    let (model, applied) = load(Default::default())
-        .apply_lora(adapters, LoraMode::Runtime)
-        .unwrap();
-    assert_eq!(applied.merged, 0);
-    let (model, layers) = model
-        .rescale_lora(&adapters.with_scales(&[0.6]).unwrap())
-        .unwrap();
-    assert_eq!(layers, applied.runtime);
-    assert!(max_abs(&forward(&model), &expected("kohya_s060")) <= TOL);
-    let (model, _) = model
-        .rescale_lora(&adapters.with_scales(&[0.0]).unwrap())
-        .unwrap();
-    assert!(max_abs(&forward(&model), &expected("base_out")) <= TOL);
+    let model = with_adapters(adapters, LoraMode::Runtime);
+    assert!(model.param_bytes().adapters > 0);
+    let (at_06, layers) = model
+        .clone()
+        .rescale_lora(&adapters.with_scales(&[0.6]).unwrap());
+    assert_eq!(layers, adapters.layer_paths().count());
+    assert!(max_abs(&forward(&at_06), &expected("kohya_s060")) <= TOL);
+    let (at_0, _) = model.rescale_lora(&adapters.with_scales(&[0.0]).unwrap());
+    assert!(max_abs(&forward(&at_0), &expected("base_out")) <= TOL);
 }
 
 #[test]
@@ -156,8 +164,12 @@ fn offloaded_blocks_take_loras_in_both_modes() {
     let resolved = resolve(&[("loha", 0.6)], false).unwrap();
     let adapters = &resolved.adapters[&Component::Transformer];
     for mode in [LoraMode::Merged, LoraMode::Runtime] {
-        let model = load(Default::default()).offload_blocks();
-        let (model, _) = model.apply_lora(adapters, mode).unwrap();
+        let model = load_with(flux::core::LoadConfig {
+            offload_blocks: true,
+            adapters: Some(adapters.clone()),
+            lora_mode: mode,
+            ..Default::default()
+        });
         assert!(model.is_offloaded());
         let err = max_abs(&forward(&model), &expected("loha_s060"));
         assert!(err <= TOL, "{mode:?}: {err}");
@@ -169,22 +181,75 @@ fn offloaded_blocks_take_loras_in_both_modes() {
 /// with the update merged in f32.
 #[test]
 fn quantized_base_takes_loras_at_run_time() {
-    let q8 = flux::Quantization::To(flux::QuantType::Q8_0);
     let resolved = resolve(&[("peft_diffusers", 1.0)], false).unwrap();
     let adapters = &resolved.adapters[&Component::Transformer];
-    let packed = load(q8);
-    let packed_layers = flux_io::nn::ParamBytes::of(&packed).packed_layers;
-    assert!(packed_layers > 10, "{packed_layers} packed layers");
-    let dense_q = flux_io::nn::dequantize(packed.clone());
-    let (with_packed, applied) = packed.apply_lora(adapters, LoraMode::Merged).unwrap();
-    assert_eq!(applied.runtime, packed_layers);
-    let (with_dense, _) = dense_q.apply_lora(adapters, LoraMode::Merged).unwrap();
+    // The tiny transformer quantized once to Q8_0 under its own (diffusers) names, then
+    // built packed and built dense from that file (dense: exactly the packed weights' values).
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("q8_0.gguf");
+    write_q8_0(&fixture("tiny_pipeline/transformer"), &q8);
+    let build = |quantization| {
+        let options = flux::core::LoadConfig {
+            quantization,
+            adapters: Some(adapters.clone()),
+            lora_mode: LoraMode::Merged,
+            ..Default::default()
+        };
+        flux::core::load_with::<B>(&q8, &Default::default(), options).unwrap()
+    };
+    let with_packed = build(flux::Quantization::AsStored);
+    let with_dense = build(flux::Quantization::Dequantize);
+    let held = with_packed.param_bytes();
+    assert!(
+        held.packed_layers > 10,
+        "{} packed layers",
+        held.packed_layers
+    );
+    // Every packed layer the LoRA touches holds its update beside the weight.
+    assert!(held.adapters > 0 && with_dense.param_bytes().adapters == 0);
     let err = max_abs(&forward(&with_packed), &forward(&with_dense));
     let vs_f32 = max_abs(&forward(&with_packed), &expected("peft_diffusers_s100"));
     eprintln!(
         "Q8_0 base: packed+runtime vs dequantized+merged {err:.2e}; vs f32 reference {vs_f32:.2e}"
     );
     assert!(err <= MODES_TOL, "{err}");
+}
+
+/// The checkpoint at `src` as a GGUF file under the same names: matrices of whole 32-value
+/// rows and more than 1024 values in Q8_0 (gguf-py's encoding), the rest in F32.
+fn write_q8_0(src: &std::path::Path, dst: &std::path::Path) {
+    use flux::gguf::{GgmlType, GgufWriter, quantize};
+    let weights = Weights::open(src).unwrap();
+    let mut keys: Vec<&str> = weights.keys().collect();
+    keys.sort_unstable();
+    let tensors: Vec<(&str, GgmlType, Vec<usize>, Vec<u8>)> = keys
+        .into_iter()
+        .map(|key| {
+            let values: Vec<f32> = weights
+                .data(key)
+                .unwrap()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap();
+            let shape = weights.shape(key).unwrap();
+            let ty = match shape[..] {
+                [_, cols] if cols % 32 == 0 && values.len() > 1024 => GgmlType::Q8_0,
+                _ => GgmlType::F32,
+            };
+            (key, ty, shape, quantize(ty, &values).unwrap())
+        })
+        .collect();
+    let mut writer = GgufWriter::new(dst);
+    let arch = flux::gguf::MetadataValue::from("flux");
+    writer.add_metadata("general.architecture", arch).unwrap();
+    for (name, ty, shape, _) in &tensors {
+        writer.add_tensor_info(name, *ty, shape).unwrap();
+    }
+    let mut data = writer.start_data().unwrap();
+    for (name, _, _, bytes) in &tensors {
+        data.write_tensor(name, bytes).unwrap();
+    }
+    data.finish().unwrap();
 }
 
 fn e2e_request() -> GenerateRequest {

@@ -7,6 +7,7 @@
 
 use crate::common::{B, Recorded, bits, fixture, max_abs};
 use burn::tensor::{Tensor, TensorData};
+use flux::FluxBackend;
 use flux::tools::{fill_mask, kontext_output_size, kontext_reference_size};
 use flux::{Error, GenerateRequest, LoraMode, MemoryMode, ModelFiles, Pipeline, Variant};
 use image::{DynamicImage, RgbImage};
@@ -20,7 +21,7 @@ pub(crate) fn recorded(name: &str) -> Recorded {
 pub(crate) trait ToolRun {
     /// Runs `request` and compares with the reference's float and 8-bit images: ≤ 1e-3, and
     /// ≥ 99.9 % identical 8-bit values ([`HIGH_GUIDANCE_SAME`] above guidance 4).
-    fn check<Bk: burn::tensor::backend::Backend>(
+    fn check<Bk: FluxBackend>(
         &self,
         name: &str,
         pipeline: &Pipeline<Bk>,
@@ -29,7 +30,7 @@ pub(crate) trait ToolRun {
 }
 
 impl ToolRun for Recorded {
-    fn check<Bk: burn::tensor::backend::Backend>(
+    fn check<Bk: FluxBackend>(
         &self,
         name: &str,
         pipeline: &Pipeline<Bk>,
@@ -355,19 +356,31 @@ fn first_step_velocities_match_diffusers() {
     eprintln!("fill first velocity: {err:.2e}");
     // Guidance 30: torch's exp (see HIGH_GUIDANCE_SAME) accounts for 2.72e-4 of it.
     assert!(err <= 3e-4, "fill: {err}");
-    let dev = flux_core::load::<B>(fixture("tiny_pipeline/transformer"), &device).unwrap();
-    let file = flux_io::lora::LoraFile::open(control_lora()).unwrap();
-    let targets = dev.config().lora_targets::<B>(&device);
-    let resolved = flux_io::lora::resolve(
+    let transformer = fixture("tiny_pipeline/transformer");
+    let config = flux_core::read_config(&transformer).unwrap();
+    let file = flux::lora::LoraFile::open(control_lora()).unwrap();
+    let targets = config.lora_targets::<B>(&device);
+    let resolved = flux::resolve_loras(
         &[(file, 1.0)],
-        &[(flux_io::lora::Component::Transformer, &targets)],
+        &[(flux::Component::Transformer, &targets)],
         false,
     )
     .unwrap();
-    let adapters = &resolved.adapters[&flux_io::lora::Component::Transformer];
-    let (control, applied) = dev.apply_lora(adapters, LoraMode::Merged).unwrap();
+    let adapters = &resolved.adapters[&flux::Component::Transformer];
     // 26 layers (each with its lora_B bias) and 8 replaced norm scales.
-    assert_eq!((applied.merged, applied.runtime), (34, 0));
+    assert_eq!(
+        (
+            adapters.layer_paths().count(),
+            adapters.param_paths().count()
+        ),
+        (26, 8)
+    );
+    let options = flux_core::LoadConfig {
+        adapters: Some(adapters.clone()),
+        lora_mode: LoraMode::Merged,
+        ..Default::default()
+    };
+    let control = flux_core::load_with::<B>(&transformer, &device, options).unwrap();
     assert_eq!(control.config().in_channels, 128);
     let err = first_velocity(&recorded("control_lora"), &control);
     eprintln!("control LoRA first velocity: {err:.2e}");

@@ -14,8 +14,8 @@
 use crate::common::{B as Nd, bits, compare, max_abs, run};
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use flux::FluxBackend;
 use flux::MemoryMode;
 use flux_io::{SafetensorsFile, Weights};
 
@@ -24,7 +24,7 @@ type W = Wgpu;
 /// The wgpu device, or `None` (said on stderr) where no adapter exists and CI is unset.
 fn device() -> Option<WgpuDevice> {
     let device = WgpuDevice::default();
-    match flux_io::check_device::<W>(&device) {
+    match flux::nn::check_device::<W>(&device) {
         Ok(()) => Some(device),
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("skipped: {e} (install a Vulkan driver, e.g. mesa-vulkan-drivers)");
@@ -43,7 +43,7 @@ fn fixture(krate: &str, rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
-fn tensor<Bk: Backend, const D: usize>(
+fn tensor<Bk: FluxBackend, const D: usize>(
     w: &Weights,
     key: &str,
     device: &Bk::Device,
@@ -51,7 +51,7 @@ fn tensor<Bk: Backend, const D: usize>(
     Tensor::from_data(w.data(key).unwrap().convert::<f32>(), device)
 }
 
-fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
+fn values<Bk: FluxBackend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
 }
 
@@ -61,7 +61,11 @@ fn stored(w: &Weights, key: &str) -> Vec<f32> {
 }
 
 /// Token ids stored as little-endian i64.
-fn ids<Bk: Backend>(path: &std::path::Path, key: &str, device: &Bk::Device) -> Tensor<Bk, 2, Int> {
+fn ids<Bk: FluxBackend>(
+    path: &std::path::Path,
+    key: &str,
+    device: &Bk::Device,
+) -> Tensor<Bk, 2, Int> {
     let st = SafetensorsFile::open(path).unwrap();
     let shape = st.info(key).unwrap().shape.clone();
     let v: Vec<i64> = st
@@ -74,7 +78,7 @@ fn ids<Bk: Backend>(path: &std::path::Path, key: &str, device: &Bk::Device) -> T
 }
 
 /// Transformer output of `case`/`checkpoint` on backend `Bk`.
-fn transformer<Bk: Backend>(case: &str, checkpoint: &str, device: &Bk::Device) -> Vec<f32> {
+fn transformer<Bk: FluxBackend>(case: &str, checkpoint: &str, device: &Bk::Device) -> Vec<f32> {
     let io = Weights::open(fixture("flux-core", &format!("{case}/io.safetensors"))).unwrap();
     let model = flux_core::load::<Bk>(
         fixture("flux-core", &format!("{case}/{checkpoint}")),
@@ -85,7 +89,7 @@ fn transformer<Bk: Backend>(case: &str, checkpoint: &str, device: &Bk::Device) -
 }
 
 /// `model` on the inputs of a transformer fixture's `io.safetensors`.
-fn forward<Bk: Backend>(
+fn forward<Bk: FluxBackend>(
     model: &flux_core::Flux<Bk>,
     io: &Weights,
     device: &Bk::Device,
@@ -261,7 +265,7 @@ fn packed_weights_on_wgpu() {
         let path = fixture("flux-core", &format!("dev_tiny/gguf/{file}.gguf"));
         let cpu = flux_core::load::<Nd>(&path, &Default::default()).unwrap();
         let gpu = flux_core::load::<W>(&path, &device).unwrap();
-        assert!(flux_io::nn::ParamBytes::of(&gpu).packed_layers > 0);
+        assert!(gpu.param_bytes().packed_layers > 0);
         let expected = forward(&cpu, &io, &Default::default());
         let ours = forward(&gpu, &io, &device);
         let err = max_abs(&ours, &expected);
@@ -292,7 +296,7 @@ fn packed_weights_on_wgpu() {
 #[test]
 fn f16_models_on_wgpu() {
     let Some(device) = device() else { return };
-    if !W::supports_dtype(&device, burn::tensor::DType::F16) {
+    if !<W as burn::tensor::backend::Backend>::supports_dtype(&device, burn::tensor::DType::F16) {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI's wgpu adapter must run f16 (shader-f16)"
@@ -370,7 +374,8 @@ fn half<C>(dtype: Option<burn::tensor::DType>) -> flux_text::LoadConfig<C> {
 /// the reference like on the CPU.
 #[test]
 fn lora_runtime_and_merged_match_on_wgpu() {
-    use flux_io::lora::{self, Component, LoraFile, LoraMode};
+    use flux::Component;
+    use flux::lora::{LoraFile, LoraMode};
     let Some(device) = device() else { return };
     let fixture = crate::common::fixture;
     let io = Weights::open(fixture("lora/expected.safetensors")).unwrap();
@@ -385,7 +390,7 @@ fn lora_runtime_and_merged_match_on_wgpu() {
         (Component::Transformer, &transformer),
         (Component::Clip, &clip),
     ];
-    let resolved = lora::resolve(&[(file, 0.6)], &targets, false).unwrap();
+    let resolved = flux::resolve_loras(&[(file, 0.6)], &targets, false).unwrap();
     let adapters = &resolved.adapters[&Component::Transformer];
     let input = |key: &str, shape: &[usize]| -> Vec<f32> {
         let v = stored(&io, key);
@@ -398,8 +403,13 @@ fn lora_runtime_and_merged_match_on_wgpu() {
     let t1 = |key: &str| Tensor::<W, 1>::from_data(TensorData::new(input(key, &[1]), [1]), &device);
     let want = stored(&io, "kohya_s060");
     for mode in [LoraMode::Merged, LoraMode::Runtime] {
-        let model = flux_core::load::<W>(fixture("tiny_pipeline/transformer"), &device).unwrap();
-        let (model, _) = model.apply_lora(adapters, mode).unwrap();
+        let options = flux_core::LoadConfig {
+            adapters: Some(adapters.clone()),
+            lora_mode: mode,
+            ..Default::default()
+        };
+        let path = fixture("tiny_pipeline/transformer");
+        let model = flux_core::load_with::<W>(path, &device, options).unwrap();
         let pooled =
             Tensor::<W, 2>::from_data(TensorData::new(input("pooled", &[1, 32]), [1, 32]), &device);
         let out = model.forward(

@@ -1,10 +1,10 @@
 //! Helpers shared by the flux-core integration tests.
 #![allow(dead_code)]
 
+use flux_nn::FluxBackend;
 use std::path::PathBuf;
 
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use flux_io::Weights;
 
 /// Path of a fixture under `tests/fixtures/`.
@@ -15,7 +15,7 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// A tensor from a fixture file.
-pub fn tensor<B: Backend, const D: usize>(
+pub fn tensor<B: FluxBackend, const D: usize>(
     io: &Weights,
     key: &str,
     device: &B::Device,
@@ -31,7 +31,7 @@ pub fn tensor<B: Backend, const D: usize>(
 pub use flux_testkit::max_abs_diff_tensors as max_abs_diff;
 
 /// Inputs of one fixture case.
-pub struct Inputs<B: Backend> {
+pub struct Inputs<B: FluxBackend> {
     pub img: Tensor<B, 3>,
     pub img_ids: Tensor<B, 3>,
     pub txt: Tensor<B, 3>,
@@ -41,7 +41,7 @@ pub struct Inputs<B: Backend> {
     pub guidance: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Inputs<B> {
+impl<B: FluxBackend> Inputs<B> {
     pub fn read(io: &Weights, device: &B::Device) -> Self {
         Self {
             img: tensor(io, "img", device),

@@ -2,9 +2,9 @@
 
 #![allow(dead_code)]
 
+use flux_nn::FluxBackend;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use flux_io::{SafetensorsFile, Weights};
 
@@ -25,7 +25,7 @@ pub fn read(file: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
 }
 
 /// Token ids of a fixture file (stored as little-endian i64, which the float loader refuses).
-pub fn ids<B: Backend>(file: &str, key: &str, device: &B::Device) -> Tensor<B, 2, Int> {
+pub fn ids<B: FluxBackend>(file: &str, key: &str, device: &B::Device) -> Tensor<B, 2, Int> {
     let st = SafetensorsFile::open(fixture(file)).unwrap();
     let shape = st.info(key).unwrap().shape.clone();
     let values: Vec<i64> = st
@@ -39,7 +39,7 @@ pub fn ids<B: Backend>(file: &str, key: &str, device: &B::Device) -> Tensor<B, 2
 
 /// Largest absolute difference between a tensor and reference values (shapes must agree);
 /// infinite when either holds NaN or inf.
-pub fn max_abs_err<B: Backend, const D: usize>(
+pub fn max_abs_err<B: FluxBackend, const D: usize>(
     out: Tensor<B, D>,
     reference: &(Vec<f32>, Vec<usize>),
 ) -> f32 {

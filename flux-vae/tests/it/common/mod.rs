@@ -1,6 +1,7 @@
 //! Shared helpers: fixture paths and tensors.
 #![allow(dead_code)]
 
+use flux_nn::FluxBackend;
 use std::path::PathBuf;
 
 use burn::backend::NdArray;
@@ -16,12 +17,12 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A tensor of `io.safetensors`.
-pub fn io<Bk: burn::tensor::backend::Backend>(key: &str, device: &Bk::Device) -> Tensor<Bk, 4> {
+pub fn io<Bk: FluxBackend>(key: &str, device: &Bk::Device) -> Tensor<Bk, 4> {
     fixture_tensor("io.safetensors", key, device)
 }
 
 /// Tensor `key` of the fixture file `file`, as f32.
-pub fn fixture_tensor<Bk: burn::tensor::backend::Backend>(
+pub fn fixture_tensor<Bk: FluxBackend>(
     file: &str,
     key: &str,
     device: &Bk::Device,
@@ -36,11 +37,7 @@ pub use flux_testkit::max_abs_diff_tensors as max_abs;
 
 /// Deterministic latents of `shape` with values spread over about [-2, 2] (a fixed integer
 /// hash of each index, so every run and backend sees the same input).
-pub fn seeded<Bk: burn::tensor::backend::Backend>(
-    shape: [usize; 4],
-    seed: u64,
-    device: &Bk::Device,
-) -> Tensor<Bk, 4> {
+pub fn seeded<Bk: FluxBackend>(shape: [usize; 4], seed: u64, device: &Bk::Device) -> Tensor<Bk, 4> {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n as u64)
         .map(|i| {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use flux::FluxBackend;
 use std::path::PathBuf;
 
 use burn::backend::NdArray;
@@ -45,10 +46,7 @@ pub fn pipeline(folder: &str, t5_len: usize, memory: MemoryMode) -> Pipeline<B> 
 }
 
 /// Max abs error of the float image and the share of equal 8-bit values.
-pub fn compare<Bk: burn::tensor::backend::Backend>(
-    pipeline: &Pipeline<Bk>,
-    run: &Run,
-) -> (f32, f64) {
+pub fn compare<Bk: FluxBackend>(pipeline: &Pipeline<Bk>, run: &Run) -> (f32, f64) {
     let out = pipeline.generate_float(&run.request).unwrap();
     assert_eq!(out.len(), run.expected.len());
     let err = max_abs(&out, &run.expected);

@@ -1,0 +1,24 @@
+//! The fused operations in their portable form: burn tensor ops that run on every backend.
+//! They are [`crate::FluxBackend`]'s default methods; models call the trait's methods
+//! (`B::joint_attention(..)`), never these directly, so that a backend's kernel replaces them.
+//!
+//! Public here are the types the operations take ([`QkvStream`], [`Rope`]) and two
+//! compositions every model uses: [`in_f32`] (an f32 island in a half-precision model) and
+//! [`attention_f32`].
+
+mod activation;
+mod attention;
+mod joint_attention;
+mod norm;
+mod precision;
+mod rope;
+
+pub(crate) use activation::{gelu_tanh, quick_gelu};
+pub(crate) use attention::attention;
+pub use attention::attention_f32;
+pub use joint_attention::QkvStream;
+pub(crate) use joint_attention::{attention_and_gelu, joint_attention};
+pub(crate) use norm::{layer_norm_modulate, rms_norm};
+pub use precision::in_f32;
+pub use rope::Rope;
+pub(crate) use rope::rotate_pairs;
