@@ -1,6 +1,6 @@
 //! criterion: the sampler without the model (schedule, 28 or 4 Euler updates, callbacks) at
 //! 1024x1024, and the torch-compatible noise draw, on both CPU backends.
-//! `cargo bench -p flux --bench sampler`.
+//! `cargo bench -p flux-diffusion --bench sampler`.
 
 #[path = "sampler_step.rs"]
 mod sampler_step;

@@ -1,6 +1,6 @@
 //! criterion: the T5 encoder (narrowed, `small`: 4 layers of width 512 over 256 tokens) and
 //! the CLIP-L text encoder as released (77 tokens), random weights, flex and ndarray.
-//! `cargo bench -p flux --bench text -- clip`.
+//! `cargo bench -p flux-diffusion --bench text -- clip`.
 
 #[path = "text_step.rs"]
 mod text_step;

@@ -1,5 +1,5 @@
 //! criterion: one transformer step (RoPE tables precomputed) at the CPU sizes, on both CPU
-//! backends, resident and with block-level offload. `cargo bench -p flux --bench transformer
+//! backends, resident and with block-level offload. `cargo bench -p flux-diffusion --bench transformer
 //! -- small` runs one size.
 //!
 //! `medium` and `dev` are left out here (seconds to minutes per step on a CPU): time them with

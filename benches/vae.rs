@@ -1,6 +1,6 @@
 //! criterion: the FLUX VAE decoder as released, 8x8 latents to a 64x64 image (`patch`; the
 //! 256x256 `small` takes ~16 s per decode on 2 CPU cores: time it with `examples/bench.rs`),
-//! random weights, flex and ndarray. `cargo bench -p flux --bench vae`.
+//! random weights, flex and ndarray. `cargo bench -p flux-diffusion --bench vae`.
 
 #[path = "vae_step.rs"]
 mod vae_step;

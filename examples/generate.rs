@@ -104,7 +104,7 @@ struct Args {
     /// Share of the schedule that runs from the image, in (0, 1] (img2img default 0.6,
     /// Fill default 1: the masked area from pure noise).
     #[arg(long)]
-    strength: Option<f64>,
+    strength: Option<f32>,
     /// Kontext: the image to edit with the prompt as the instruction ("make the car red").
     /// The output has its aspect ratio at --max-area unless --width/--height say otherwise.
     #[arg(long, conflicts_with_all = ["image", "control_image"])]

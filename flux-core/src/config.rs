@@ -36,7 +36,7 @@ pub struct FluxConfig {
 }
 
 impl FluxConfig {
-    /// FLUX.1 [dev] (BFL `src/flux/util.py`, `configs["flux-dev"].params`).
+    /// FLUX.1 \[dev\] (BFL `src/flux/util.py`, `configs["flux-dev"].params`).
     pub fn dev() -> Self {
         Self {
             in_channels: 64,
@@ -55,7 +55,7 @@ impl FluxConfig {
         }
     }
 
-    /// FLUX.1 [schnell] (BFL `configs["flux-schnell"]`): [dev] without the guidance embedding.
+    /// FLUX.1 \[schnell\] (BFL `configs["flux-schnell"]`): \[dev\] without the guidance embedding.
     pub fn schnell() -> Self {
         Self {
             guidance_embed: false,

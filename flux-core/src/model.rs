@@ -25,7 +25,7 @@ pub struct Flux<B: Backend> {
     time_in: MlpEmbedder<B>,
     /// Pooled CLIP vector -> hidden.
     vector_in: MlpEmbedder<B>,
-    /// Guidance embedding -> hidden ([dev] only).
+    /// Guidance embedding -> hidden (\[dev\] only).
     guidance_in: Option<MlpEmbedder<B>>,
     /// T5 tokens -> hidden.
     txt_in: Linear<B>,
@@ -151,7 +151,7 @@ impl<B: FluxBackend> Flux<B> {
     /// # Shapes
     /// - img: `[b, n_img, in_channels]` packed 2x2 latent patches; img_ids: `[b, n_img, 3]`
     /// - txt: `[b, n_txt, context_in_dim]`; txt_ids: `[b, n_txt, 3]`
-    /// - timesteps: `[b]` in [0, 1]; y: `[b, vec_in_dim]`; guidance: `[b]` ([dev] only)
+    /// - timesteps: `[b]` in [0, 1]; y: `[b, vec_in_dim]`; guidance: `[b]` (\[dev\] only)
     /// - returns `[b, n_img, out_channels]`
     ///
     /// # Panics

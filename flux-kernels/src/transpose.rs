@@ -14,7 +14,7 @@ use rayon::prelude::*;
 const TILE: usize = 32;
 
 /// The elements of a row-major `[rows, cols]` matrix given as bytes, transposed; the
-/// output's rows are written in bands of [`TILE`] on the host threads.
+/// output's rows are written in bands of 32 rows (`TILE`) on the host threads.
 ///
 /// `T` is any plain type of the elements' size (`u16` for f16/bf16, `u32` for f32): the bytes
 /// are moved, never converted. Unaligned input (a memory map's tensor at an odd offset) is

@@ -20,7 +20,7 @@ pub struct Target {
     /// `norm_out.linear`: (scale, shift) where BFL has (shift, scale)).
     pub swap_halves: bool,
     /// An update may widen the layer's input (new inputs start at zero weight): BFL's control
-    /// LoRAs give `img_in` 128 inputs (latents and control latents) where [dev] has 64.
+    /// LoRAs give `img_in` 128 inputs (latents and control latents) where \[dev\] has 64.
     pub widen: bool,
 }
 

@@ -1,11 +1,10 @@
 //! LoRA files that must not load, each rejected with the key named, and names for models that
 //! take no LoRA reported, not skipped (lenient mode).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flux_lora::{LoraFile, Resolved, Route, Target, Targets};
-use safetensors::tensor::{Dtype, TensorView};
+use flux_testkit::{ramp, write_safetensors as write};
 
 /// The one model of these tests; kohya's `lora_te2_` (T5) names are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,28 +26,6 @@ fn route(stem: &str) -> Route<'_, Model> {
             kohya: false,
         },
     }
-}
-
-/// A safetensors file of f32 tensors `(name, shape, values)`.
-fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(&str, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
-        .collect();
-    let path = dir.join(name);
-    safetensors::serialize_to_file(views, None::<HashMap<String, String>>, &path).unwrap();
-    path
-}
-
-fn ramp(n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 37 % 23) as f32 - 11.0) * scale)
-        .collect()
 }
 
 /// Two layers: `blocks.0.proj` 32 -> 16 with a bias, `blocks.0.gate` 32 -> 8 without.

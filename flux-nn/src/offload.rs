@@ -8,9 +8,9 @@
 //! with the clone, while the module itself never holds device memory. Never read an offloaded
 //! module's parameters directly: that uploads them for good.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, Param, Parameter};
 use burn::tensor::backend::Backend;
-use burn::tensor::{AllocationProperty, Bool, Bytes, Int, Tensor, TensorData};
+use burn::tensor::{AllocationProperty, BasicOps, Bool, Bytes, Int, Tensor, TensorData};
 
 /// `module` with its parameters moved to host memory (see the module docs), and the bytes they
 /// hold there. The device copies are freed as the module's old parameters are dropped.
@@ -25,24 +25,22 @@ struct Offload {
 }
 
 impl Offload {
-    /// `param`'s values on the host, over reference-counted bytes so that each upload clones
-    /// no host memory.
-    fn take<T, F>(&mut self, param: Param<T>, read: F) -> (burn::module::ParamId, TensorData)
+    /// `param` as a lazily initialised parameter over a host copy of its values (reference-
+    /// counted bytes, so that each upload clones no host memory), uploaded in its stored
+    /// dtype to the device it is read on.
+    fn lazy<B, const D: usize, K>(
+        &mut self,
+        param: Param<Tensor<B, D, K>>,
+    ) -> Param<Tensor<B, D, K>>
     where
-        T: burn::module::Parameter,
-        F: FnOnce(T) -> TensorData,
+        B: Backend,
+        K: BasicOps<B>,
+        Tensor<B, D, K>: Parameter<Device = B::Device>,
     {
-        let id = param.id;
-        let data = shared(read(param.val()));
-        self.bytes += data.bytes.len();
-        (id, data)
-    }
-}
-
-impl<B: Backend> ModuleMapper<B> for Offload {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let device = param.lazy_device();
-        let (id, data) = self.take(param, Tensor::into_data);
+        let id = param.id;
+        let data = shared(param.val().into_data());
+        self.bytes += data.bytes.len();
         let shape = data.shape.clone();
         Param::uninitialized(
             id,
@@ -52,37 +50,25 @@ impl<B: Backend> ModuleMapper<B> for Offload {
             shape,
         )
     }
+}
+
+impl<B: Backend> ModuleMapper<B> for Offload {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        self.lazy(param)
+    }
 
     fn map_int<const D: usize>(
         &mut self,
         param: Param<Tensor<B, D, Int>>,
     ) -> Param<Tensor<B, D, Int>> {
-        let device = param.lazy_device();
-        let (id, data) = self.take(param, Tensor::into_data);
-        let shape = data.shape.clone();
-        Param::uninitialized(
-            id,
-            move |device, _| Tensor::from_data(data.clone(), device),
-            device,
-            false,
-            shape,
-        )
+        self.lazy(param)
     }
 
     fn map_bool<const D: usize>(
         &mut self,
         param: Param<Tensor<B, D, Bool>>,
     ) -> Param<Tensor<B, D, Bool>> {
-        let device = param.lazy_device();
-        let (id, data) = self.take(param, Tensor::into_data);
-        let shape = data.shape.clone();
-        Param::uninitialized(
-            id,
-            move |device, _| Tensor::from_data(data.clone(), device),
-            device,
-            false,
-            shape,
-        )
+        self.lazy(param)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The resolution-dependent timestep shift of FLUX.1 [dev].
+//! The resolution-dependent timestep shift of FLUX.1 \[dev\].
 
 /// The linear map from the number of packed image tokens to the shift `mu`, and its defaults.
 ///

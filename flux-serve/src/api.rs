@@ -31,7 +31,7 @@ pub struct GenerationRequest {
     /// Extension: sampler steps.
     #[serde(default)]
     pub steps: Option<usize>,
-    /// Extension: guidance scale ([dev]).
+    /// Extension: guidance scale (\[dev\]).
     #[serde(default)]
     pub guidance: Option<f32>,
     /// Extension: negative prompt (acts with `true_cfg` above 1).
@@ -44,7 +44,7 @@ pub struct GenerationRequest {
     #[serde(default)]
     pub lora_scales: Option<Vec<f32>>,
     /// Any other field: OpenAI's that do not apply here are accepted and ignored
-    /// ([`IGNORED_FIELDS`]); anything else is an error (a misspelt extension must not be
+    /// (`IGNORED_FIELDS`); anything else is an error (a misspelt extension must not be
     /// silently dropped).
     #[serde(flatten)]
     pub other: std::collections::BTreeMap<String, serde_json::Value>,

@@ -414,7 +414,7 @@ async fn edits(
             "image" | "image[]" => image = Some(decode(&bytes, "image")?),
             "mask" => mask = Some(decode(&bytes, "mask")?),
             "strength" => {
-                let value = text.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+                let value = text.trim().parse::<f32>().ok().filter(|v| v.is_finite());
                 let value = value
                     .ok_or_else(|| ApiError::invalid("strength", "strength is not a number"))?;
                 strength = Some(value);

@@ -220,6 +220,17 @@ fn multipart(parts: &[(&str, Option<&str>, Vec<u8>)]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// POSTs the multipart `parts` to `url`.
+fn post_multipart(url: &str, parts: &[(&str, Option<&str>, Vec<u8>)]) -> (u16, Value) {
+    let (ctype, body) = multipart(parts);
+    reply(
+        agent()
+            .post(url)
+            .set("content-type", &ctype)
+            .send_bytes(&body),
+    )
+}
+
 fn png_bytes(w: u32, h: u32) -> Vec<u8> {
     let image =
         image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 90]));
@@ -239,18 +250,14 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
         upload_limit: 256 * 1024,
         ..config(8)
     });
-    let (ctype, body) = multipart(&[
+    let edits = format!("{base}/v1/images/edits");
+    let send = |parts: &[(&str, Option<&str>, Vec<u8>)]| post_multipart(&edits, parts);
+    let (status, answer) = send(&[
         ("image", Some("in.png"), png_bytes(64, 48)),
         ("prompt", None, b"a red cat".to_vec()),
         ("strength", None, b"0.5".to_vec()),
         ("steps", None, b"4".to_vec()),
     ]);
-    let (status, answer) = reply(
-        agent()
-            .post(&format!("{base}/v1/images/edits"))
-            .set("content-type", &ctype)
-            .send_bytes(&body),
-    );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["data"].as_array().unwrap().len(), 1);
 
@@ -321,16 +328,6 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
     let (status, answer) = get_json(&format!("{base}/v1/jobs/job-404"));
     assert_error(status, &answer, 404, "no job");
 
-    let edits = format!("{base}/v1/images/edits");
-    let send = |parts: &[(&str, Option<&str>, Vec<u8>)]| {
-        let (ctype, body) = multipart(parts);
-        reply(
-            agent()
-                .post(&edits)
-                .set("content-type", &ctype)
-                .send_bytes(&body),
-        )
-    };
     let (status, answer) = send(&[
         ("image", Some("x.png"), b"not an image".to_vec()),
         ("prompt", None, b"x".to_vec()),
@@ -385,15 +382,7 @@ fn edits_take_the_same_extensions_and_seeds_are_exact() {
     assert_eq!(png_text(&answer)["seed"], seed.to_string());
 
     let edits = format!("{base}/v1/images/edits");
-    let send = |parts: &[(&str, Option<&str>, Vec<u8>)]| {
-        let (ctype, body) = multipart(parts);
-        reply(
-            agent()
-                .post(&edits)
-                .set("content-type", &ctype)
-                .send_bytes(&body),
-        )
-    };
+    let send = |parts: &[(&str, Option<&str>, Vec<u8>)]| post_multipart(&edits, parts);
     let (status, answer) = send(&[
         ("image", Some("in.png"), png_bytes(32, 32)),
         ("prompt", None, b"a red cat".to_vec()),

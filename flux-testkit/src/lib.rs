@@ -7,6 +7,11 @@
 //! [`max_abs_diff`] (or its tensor form) instead, which answers `f32::INFINITY` as soon as any
 //! value on either side is not finite, so that `err <= tolerance` fails whatever the
 //! tolerance.
+//!
+//! Beside them, the small inputs the error tests build files from: [`write_safetensors`] and
+//! [`ramp`].
+
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -59,6 +64,38 @@ pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 pub fn max_abs_diff_tensors<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     assert_eq!(a.dims(), b.dims(), "compared outputs differ in shape");
     max_abs_diff(&values(a), &values(b))
+}
+
+/// Writes the f32 tensors `(name, shape, values)` as the safetensors file `dir/name` and
+/// returns its path.
+///
+/// # Panics
+/// If a shape does not match its values or the file cannot be written.
+pub fn write_safetensors(
+    dir: &Path,
+    name: &str,
+    tensors: &[(&str, Vec<usize>, Vec<f32>)],
+) -> PathBuf {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    let path = dir.join(name);
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+/// `n` deterministic values in about `[-11, 11] · scale`, no two neighbours equal.
+pub fn ramp(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * scale)
+        .collect()
 }
 
 #[cfg(test)]

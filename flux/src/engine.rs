@@ -100,7 +100,7 @@ pub trait Engine: Send + Sync + 'static {
         on_progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>>;
 
-    /// The model: [dev] or [schnell].
+    /// The model: \[dev\] or \[schnell\].
     fn kind(&self) -> ModelKind;
 
     /// The variant (text-to-image, Kontext, Fill, Control).

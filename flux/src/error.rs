@@ -65,8 +65,27 @@ pub enum Error {
     },
 
     /// Writing or reading an output image failed.
-    #[error("{0}")]
-    Output(String),
+    #[error("{message}")]
+    Output {
+        /// What was being done, with the path where there is one.
+        message: String,
+        /// The I/O or PNG error underneath, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl Error {
+    /// An [`Error::Output`] for `message` caused by `source`.
+    pub(crate) fn output(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Output {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 impl From<flux_core::Error> for Error {

@@ -1,16 +1,16 @@
-//! [`ModelKind`]: [dev] or [schnell], and the defaults each is used with.
+//! [`ModelKind`]: \[dev\] or \[schnell\], and the defaults each is used with.
 
 /// Which released model a transformer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelKind {
-    /// FLUX.1 [dev]: guidance-distilled, shifted schedule, T5 padded to 512 tokens.
+    /// FLUX.1 \[dev\]: guidance-distilled, shifted schedule, T5 padded to 512 tokens.
     Dev,
-    /// FLUX.1 [schnell]: timestep-distilled, no guidance, no shift, T5 padded to 256 tokens.
+    /// FLUX.1 \[schnell\]: timestep-distilled, no guidance, no shift, T5 padded to 256 tokens.
     Schnell,
 }
 
 impl ModelKind {
-    /// The kind of a transformer: guidance embedding means [dev].
+    /// The kind of a transformer: guidance embedding means \[dev\].
     pub fn of(config: &flux_core::FluxConfig) -> Self {
         if config.guidance_embed {
             Self::Dev
@@ -27,7 +27,7 @@ impl ModelKind {
         }
     }
 
-    /// Default guidance scale ([dev] 3.5; [schnell] has no guidance input).
+    /// Default guidance scale (\[dev\] 3.5; \[schnell\] has no guidance input).
     pub fn default_guidance(self) -> Option<f32> {
         match self {
             Self::Dev => Some(3.5),

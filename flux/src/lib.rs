@@ -1,18 +1,20 @@
-//! FLUX.1 [dev] and [schnell] text-to-image inference on burn.
+//! FLUX.1 \[dev\] and \[schnell\] text-to-image inference on burn.
 //!
-//! This facade re-exports the workspace's crates — [`core`] (the transformer), [`text`] (T5
-//! and CLIP), [`vae`] (the autoencoder), [`sampler`] (schedule, Euler, torch-compatible noise),
-//! [`io`] (checkpoint files, loading, the shared layers and CPU kernels) — and owns [`Pipeline`], which ties them together the way diffusers'
-//! `FluxPipeline` does: where the weights are ([`ModelFiles`], the Hugging Face Hub with the
-//! `hub` feature), what to generate ([`GenerateRequest`]), progress reports that can cancel,
-//! and PNG output that records how an image was made ([`save_png`]).
+//! This facade re-exports the workspace's crates — [`core`] (the transformer), [`text`] (T5,
+//! CLIP, SigLIP), [`vae`] (the autoencoder), [`sampler`] (schedule, Euler, torch-compatible
+//! noise), [`io`] (checkpoint files), [`gguf`], [`lora`], [`nn`] (the backend seam and shared
+//! layers) — with [`burn`] itself and its [`backend`]s, and owns [`Pipeline`], which ties them
+//! together the way diffusers' `FluxPipeline` does: where the weights are ([`ModelFiles`], the
+//! Hugging Face Hub with the `hub` feature), what to generate ([`GenerateRequest`]), progress
+//! reports that can cancel, and PNG output that records how an image was made ([`save_png`]).
+//! [`EngineBuilder`] picks the device at run time and plans the dtype and memory mode.
 //!
 //! ```no_run
-//! use burn::backend::Flex;
+//! use flux::backend::Cpu;
 //! use flux::{GenerateRequest, Pipeline};
 //!
 //! # fn main() -> flux::Result<()> {
-//! let pipeline = Pipeline::<Flex>::builder().model_dir("FLUX.1-schnell").build()?;
+//! let pipeline = Pipeline::<Cpu>::builder().model_dir("FLUX.1-schnell").build()?;
 //! let images = pipeline.generate(&GenerateRequest::new("a cat in a tiny hat").with_seed(42))?;
 //! images[0].save("cat.png").expect("writable");
 //! # Ok(())
@@ -27,6 +29,37 @@ pub use flux_nn as nn;
 pub use flux_sampler as sampler;
 pub use flux_text as text;
 pub use flux_vae as vae;
+
+/// The burn this crate is built on: its tensors, devices and backends, at the version the
+/// pipeline's models were built with.
+pub use burn;
+/// A float type for [`PipelineBuilder::dtype`] and [`EngineBuilder::dtype`].
+pub use burn::tensor::DType;
+
+/// The backends a [`Pipeline`] runs on, each behind the cargo feature of the same name.
+pub mod backend {
+    /// The CPU backend: burn-flex with the `flex` feature (the default, the faster of the two;
+    /// docs/performance.md), else burn-ndarray with `ndarray`.
+    #[cfg(feature = "flex")]
+    pub type Cpu = burn::backend::Flex;
+    /// The CPU backend: burn-flex with the `flex` feature (the default, the faster of the two;
+    /// docs/performance.md), else burn-ndarray with `ndarray`.
+    #[cfg(all(feature = "ndarray", not(feature = "flex")))]
+    pub type Cpu = burn::backend::NdArray;
+    #[cfg(feature = "cuda")]
+    pub use burn::backend::Cuda;
+    #[cfg(feature = "flex")]
+    pub use burn::backend::Flex;
+    #[cfg(feature = "ndarray")]
+    pub use burn::backend::NdArray;
+    #[cfg(feature = "wgpu")]
+    pub use burn::backend::Wgpu;
+}
+
+// The README's library example compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 mod allocator;
 mod engine;

@@ -93,7 +93,7 @@ impl<B: FluxBackend> PipelineBuilder<B> {
     }
 
     /// A Hugging Face Hub repository, e.g. `black-forest-labs/FLUX.1-schnell`, downloaded into
-    /// the hub cache (`HF_TOKEN` for the gated [dev] repository).
+    /// the hub cache (`HF_TOKEN` for the gated \[dev\] repository).
     #[cfg(feature = "hub")]
     pub fn hub_repo(mut self, repo: impl Into<String>) -> Self {
         self.from = Some(WeightsFrom::Hub {
@@ -104,15 +104,15 @@ impl<B: FluxBackend> PipelineBuilder<B> {
     }
 
     /// Forces the model kind (default: inferred from the transformer — guidance embedding
-    /// means [dev]).
+    /// means \[dev\]).
     pub fn kind(mut self, kind: ModelKind) -> Self {
         self.kind = Some(kind);
         self
     }
 
     /// Forces the variant (default: detected — the transformer's input width tells Fill
-    /// (384) and the control models (128, also [dev] with a control LoRA) apart; Kontext has
-    /// [dev]'s shapes and is recognised by "kontext" in the transformer's path or the
+    /// (384) and the control models (128, also \[dev\] with a control LoRA) apart; Kontext has
+    /// \[dev\]'s shapes and is recognised by "kontext" in the transformer's path or the
     /// folder's `model_index.json`: pass [`Variant::Kontext`] for a file named otherwise).
     pub fn variant(mut self, variant: Variant) -> Self {
         self.variant = Some(variant);
@@ -206,7 +206,7 @@ impl<B: FluxBackend> PipelineBuilder<B> {
         self
     }
 
-    /// T5 sequence length (default: 512 for [dev], 256 for [schnell], as trained).
+    /// T5 sequence length (default: 512 for \[dev\], 256 for \[schnell\], as trained).
     pub fn t5_max_len(mut self, len: usize) -> Self {
         self.t5_max_len = Some(len);
         self
@@ -391,7 +391,7 @@ impl<B: FluxBackend> Pipeline<B> {
         }
     }
 
-    /// [dev] or [schnell].
+    /// \[dev\] or \[schnell\].
     pub fn kind(&self) -> ModelKind {
         self.kind
     }

@@ -17,7 +17,7 @@ pub struct ImageMetadata {
     pub seed: u64,
     /// Sampler steps.
     pub steps: usize,
-    /// Guidance scale ([dev]); `None` for [schnell].
+    /// Guidance scale (\[dev\]); `None` for \[schnell\].
     pub guidance: Option<f32>,
     /// Model name, e.g. `FLUX.1-dev`.
     pub model: String,
@@ -106,9 +106,11 @@ impl ImageMetadata {
 /// [`Error::Output`] if the file cannot be written.
 pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) -> Result<()> {
     let path = path.as_ref();
-    let fail =
-        |e: &dyn std::fmt::Display| Error::Output(format!("writing {}: {e}", path.display()));
-    let file = File::create(path).map_err(|e| fail(&e))?;
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        let message = format!("writing {}: {e}", path.display());
+        Error::output(message, e)
+    };
+    let file = File::create(path).map_err(|e| fail(e.into()))?;
     let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
@@ -118,13 +120,13 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) 
         } else {
             encoder.add_itxt_chunk(key.into(), value)
         };
-        added.map_err(|e| fail(&e))?;
+        added.map_err(|e| fail(e.into()))?;
     }
-    let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+    let mut writer = encoder.write_header().map_err(|e| fail(e.into()))?;
     writer
         .write_image_data(image.as_raw())
-        .map_err(|e| fail(&e))?;
-    writer.finish().map_err(|e| fail(&e))
+        .map_err(|e| fail(e.into()))?;
+    writer.finish().map_err(|e| fail(e.into()))
 }
 
 /// Reads the text chunks of a PNG file (both `tEXt` and `iTXt`) as keyword/value pairs.
@@ -133,14 +135,16 @@ pub fn save_png(image: &RgbImage, path: impl AsRef<Path>, meta: &ImageMetadata) 
 /// [`Error::Output`] if the file cannot be read or decoded.
 pub fn read_png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
     let path = path.as_ref();
-    let fail =
-        |e: &dyn std::fmt::Display| Error::Output(format!("reading {}: {e}", path.display()));
-    let file = File::open(path).map_err(|e| fail(&e))?;
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| {
+        let message = format!("reading {}: {e}", path.display());
+        Error::output(message, e)
+    };
+    let file = File::open(path).map_err(|e| fail(e.into()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_ignore_text_chunk(false);
-    let mut reader = decoder.read_info().map_err(|e| fail(&e))?;
+    let mut reader = decoder.read_info().map_err(|e| fail(e.into()))?;
     let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
-    reader.next_frame(&mut buf).map_err(|e| fail(&e))?;
+    reader.next_frame(&mut buf).map_err(|e| fail(e.into()))?;
     let info = reader.info();
     let mut out: Vec<(String, String)> = info
         .uncompressed_latin1_text
@@ -150,7 +154,7 @@ pub fn read_png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
     for chunk in &info.utf8_text {
         out.push((
             chunk.keyword.clone(),
-            chunk.get_text().map_err(|e| fail(&e))?,
+            chunk.get_text().map_err(|e| fail(e.into()))?,
         ));
     }
     Ok(out)

@@ -19,7 +19,7 @@ pub struct ReduxFiles {
 
 impl ReduxFiles {
     /// The files of a FLUX.1-Redux-dev folder (`huggingface-cli download
-    /// black-forest-labs/FLUX.1-Redux-dev --local-dir FLUX.1-Redux-dev`, gated like [dev]):
+    /// black-forest-labs/FLUX.1-Redux-dev --local-dir FLUX.1-Redux-dev`, gated like \[dev\]):
     /// `image_encoder/`, `image_embedder/` (or BFL's `flux1-redux-dev.safetensors` beside),
     /// `feature_extractor/preprocessor_config.json`.
     ///

@@ -7,9 +7,10 @@ use image::DynamicImage;
 /// One generation call: prompts, size, sampler settings and the source of the initial noise.
 ///
 /// Built with [`GenerateRequest::new`] and the `with_*` methods; defaults follow the released
-/// models (see [`crate::ModelKind`]): [dev] 28 steps, guidance 3.5; [schnell] 4 steps.
+/// models (see [`crate::ModelKind`]): \[dev\] 28 steps, guidance 3.5; \[schnell\] 4 steps.
 #[derive(Debug, Clone)]
 #[must_use]
+#[non_exhaustive]
 pub struct GenerateRequest {
     /// One prompt per image (or per group of `images_per_prompt` images).
     pub prompts: Vec<String>,
@@ -19,7 +20,7 @@ pub struct GenerateRequest {
     pub height: usize,
     /// Sampler steps; `None`: the model's default.
     pub steps: Option<usize>,
-    /// Guidance scale ([dev] only); `None`: the model's default.
+    /// Guidance scale (\[dev\] only); `None`: the model's default.
     pub guidance: Option<f32>,
     /// Seed of the initial noise.
     pub seed: u64,
@@ -31,8 +32,10 @@ pub struct GenerateRequest {
     /// `FluxImg2ImgPipeline` semantics: the last `⌊steps·strength⌋`-ish steps run (exactly,
     /// from step `int(steps − steps·strength)` on) starting from the image's latents noised to
     /// that step's sigma; 1 ignores the image's content. The image is resized to
-    /// `width × height` when its size differs.
-    pub init_image: Option<(DynamicImage, f64)>,
+    /// `width × height` when its size differs. The strength enters the schedule as the decimal
+    /// it prints as (0.6 is Python's 0.6, not 0.6000000238), so a strength picks the same first step as the
+    /// same number typed into diffusers.
+    pub init_image: Option<(DynamicImage, f32)>,
     /// The strength of each of the pipeline's LoRAs for this request (in the order they were
     /// given to the builder); `None`: as loaded. Needs the run-time LoRA mode.
     pub lora_scales: Option<Vec<f32>>,
@@ -43,7 +46,7 @@ pub struct GenerateRequest {
     /// True classifier-free guidance scale (diffusers' `true_cfg_scale`): above 1, with a
     /// negative prompt, every step runs the transformer on the prompt and on the negative
     /// prompt and moves along `neg + scale · (pos − neg)` (twice the transformer's work).
-    /// `None`: off. [dev] is guidance-distilled, so without this a negative prompt does nothing.
+    /// `None`: off. \[dev\] is guidance-distilled, so without this a negative prompt does nothing.
     pub true_cfg: Option<f32>,
     /// Kontext: the images to edit (one for every prompt, or one per prompt), VAE-encoded and
     /// appended to the image tokens. All are resized to the size the first one gets
@@ -60,7 +63,7 @@ pub struct GenerateRequest {
     /// image in [`GenerateRequest::init_image`] (strength 1 repaints the masked area from
     /// pure noise, diffusers' default).
     pub mask: Option<DynamicImage>,
-    /// Control (FLUX.1 Canny / Depth [dev], or a control LoRA): the control image (an edge or
+    /// Control (FLUX.1 Canny / Depth \[dev\], or a control LoRA): the control image (an edge or
     /// depth map), resized to the output size. One for every prompt, or one per prompt.
     pub control_images: Vec<DynamicImage>,
     /// Redux: images whose SigLIP tokens join the prompt's (image variation and image
@@ -181,7 +184,7 @@ impl GenerateRequest {
     }
 
     /// img2img from `image` with `strength` in (0, 1].
-    pub fn with_init_image(mut self, image: DynamicImage, strength: f64) -> Self {
+    pub fn with_init_image(mut self, image: DynamicImage, strength: f32) -> Self {
         self.init_image = Some((image, strength));
         self
     }
@@ -281,4 +284,31 @@ pub struct Progress {
     pub total: usize,
     /// Time since the call began.
     pub elapsed: Duration,
+}
+
+/// A strength as the f64 a user typing the same decimal into Python gets: the shortest decimal
+/// that round-trips the f32 (what it prints as), parsed. `f64::from(0.6f32)` is
+/// 0.6000000238…, which starts 20 steps at strength 0.6 at step 7 where diffusers starts at 8.
+pub(crate) fn strength_as_typed(strength: f32) -> f64 {
+    strength
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| f64::from(strength))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strength_as_typed;
+
+    #[test]
+    fn strengths_enter_the_schedule_as_typed() {
+        assert_eq!(strength_as_typed(0.6), 0.6);
+        // diffusers: int(20 - 20 * 0.6) = 8.
+        assert_eq!(flux_sampler::img2img_start(20, strength_as_typed(0.6)), 8);
+        // Through f64::from the same strength would run one step more.
+        assert_eq!(flux_sampler::img2img_start(20, f64::from(0.6f32)), 7);
+        assert_eq!(flux_sampler::img2img_start(50, strength_as_typed(0.3)), 35);
+        assert_eq!(strength_as_typed(0.35), 0.35);
+        assert_eq!(strength_as_typed(1.0), 1.0);
+    }
 }

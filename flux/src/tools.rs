@@ -146,7 +146,7 @@ pub fn outpaint_canvas(
     ))
 }
 
-/// A Canny edge map of a photo for FLUX.1 Canny [dev]: white edges on black, as three equal
+/// A Canny edge map of a photo for FLUX.1 Canny \[dev\]: white edges on black, as three equal
 /// channels (what diffusers' examples feed it, from `controlnet_aux`'s `CannyDetector` with
 /// thresholds 50 and 200). Computed by `imageproc` on the photo's luma; OpenCV's Canny
 /// (`controlnet_aux`) differs in its smoothing, so edge maps agree in shape, not pixel by

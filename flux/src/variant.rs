@@ -5,23 +5,23 @@ use std::fmt;
 use std::path::Path;
 
 /// The FLUX.1 model a transformer is, by what it conditions on. Fill and the control models
-/// have wider inputs than [dev] (their conditioning is concatenated to the latent channels);
-/// Kontext has [dev]'s shapes exactly (its reference image arrives as extra tokens), so it is
+/// have wider inputs than \[dev\] (their conditioning is concatenated to the latent channels);
+/// Kontext has \[dev\]'s shapes exactly (its reference image arrives as extra tokens), so it is
 /// recognised by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Variant {
-    /// FLUX.1 [dev] / [schnell]: text to image (and img2img).
+    /// FLUX.1 \[dev\] / \[schnell\]: text to image (and img2img).
     #[default]
     TextToImage,
-    /// FLUX.1 Kontext [dev] (diffusers `FluxKontextPipeline`): edits reference images with an
+    /// FLUX.1 Kontext \[dev\] (diffusers `FluxKontextPipeline`): edits reference images with an
     /// instruction; their latents are appended to the image tokens with position ids whose
     /// first coordinate is 1.
     Kontext,
-    /// FLUX.1 Fill [dev] (`FluxFillPipeline`): inpainting and outpainting; the masked image's
+    /// FLUX.1 Fill \[dev\] (`FluxFillPipeline`): inpainting and outpainting; the masked image's
     /// latents (64 packed channels) and the mask (256) are concatenated to the noisy latents'
     /// 64: 384 input channels.
     Fill,
-    /// FLUX.1 Canny / Depth [dev] (`FluxControlPipeline`), or [dev] with BFL's control LoRA:
+    /// FLUX.1 Canny / Depth \[dev\] (`FluxControlPipeline`), or \[dev\] with BFL's control LoRA:
     /// the control image's latents concatenated to the noisy latents: 128 input channels.
     Control,
 }

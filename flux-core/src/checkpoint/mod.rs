@@ -90,7 +90,7 @@ pub struct LoadConfig {
     pub quantization: Quantization,
     /// LoRA updates to build the model with: [`flux_lora::resolve`]d against
     /// [`FluxConfig::lora_targets`]. A control LoRA (BFL's Canny/Depth, whose `img_in` update
-    /// takes 128 inputs) makes [dev] a control model: `img_in` gets zero weights for the
+    /// takes 128 inputs) makes \[dev\] a control model: `img_in` gets zero weights for the
     /// control latents until the update lands on them, as diffusers expands the layer.
     pub adapters: Option<Adapters>,
     /// How the LoRA updates are applied ([`LoraMode`]): merged into the weights (default) or
@@ -106,7 +106,7 @@ pub struct LoadConfig {
 /// Tensors are read one at a time from memory-mapped files.
 ///
 /// # Errors
-/// Every [`Error`] of reading and matching a checkpoint: I/O, corrupt or truncated files,
+/// Every [`Error`](crate::Error) of reading and matching a checkpoint: I/O, corrupt or truncated files,
 /// unknown layout, missing or unexpected keys (named), shape mismatches, unsupported dtypes.
 pub fn load<B: FluxBackend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Flux<B>> {
     load_with(path, device, LoadConfig::default())
@@ -115,7 +115,7 @@ pub fn load<B: FluxBackend>(path: impl AsRef<Path>, device: &B::Device) -> Resul
 /// [`load`] with options.
 ///
 /// # Errors
-/// As [`load`], plus [`Error::InvalidConfig`] for an invalid explicit config.
+/// As [`load`], plus [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an invalid explicit config.
 pub fn load_with<B: FluxBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
@@ -160,7 +160,7 @@ pub fn load_with<B: FluxBackend>(
 }
 
 /// Reads the config of the checkpoint at `path` (headers only: no tensor is loaded), e.g. to
-/// tell [dev] from [schnell] before committing memory to the weights.
+/// tell \[dev\] from \[schnell\] before committing memory to the weights.
 ///
 /// # Errors
 /// As [`load`], short of the weights themselves.

@@ -12,7 +12,7 @@ use crate::FluxBackend;
 /// `softmax(scale · q kᵀ + bias) v` with burn's kernel.
 ///
 /// # Shapes
-/// As [`FluxBackend::attention`].
+/// As [`FluxBackend::dot_product_attention`].
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -23,13 +23,13 @@ pub(crate) fn attention<B: Backend>(
     burn_attention(q, k, v, None, bias, options)
 }
 
-/// [`FluxBackend::attention`] with q, k, v and the bias in f32 whatever their dtype; the
+/// [`FluxBackend::dot_product_attention`] with q, k, v and the bias in f32 whatever their dtype; the
 /// result has q's dtype (the casts are no-ops for f32). For half-precision models whose
 /// attention is a small share of the work and sensitive to rounding (CLIP, the VAE's mid
 /// block).
 ///
 /// # Shapes
-/// As [`FluxBackend::attention`].
+/// As [`FluxBackend::dot_product_attention`].
 pub fn attention_f32<B: FluxBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,

@@ -67,14 +67,7 @@ fn every_missing_tensor_is_named_and_the_first_other_error_reported() {
         ],
     );
     let weights = Weights::open(path).unwrap();
-    let loader = Loader::new(
-        &weights,
-        &Same,
-        LoadOptions {
-            deny_unexpected: true,
-            ..Default::default()
-        },
-    );
+    let loader = strict(&weights);
     let _ = build(&Init::<Flex>::load(&loader, &Default::default()));
     let e = loader.finish().unwrap_err().to_string();
     assert!(
@@ -96,14 +89,7 @@ fn unexpected_and_non_finite_tensors_are_errors() {
     tensors.extend(good.iter().cloned());
     tensors.push(("stray", vec![2], vec![0.0, 1.0]));
     let weights = Weights::open(write(dir.path(), "extra.safetensors", &tensors)).unwrap();
-    let loader = Loader::new(
-        &weights,
-        &Same,
-        LoadOptions {
-            deny_unexpected: true,
-            ..Default::default()
-        },
-    );
+    let loader = strict(&weights);
     let model = build(&Init::<Flex>::load(&loader, &Default::default()));
     match loader.finish() {
         Err(Error::UnexpectedKeys(keys)) => assert_eq!(keys, ["stray"]),
@@ -173,4 +159,13 @@ fn a_random_quantized_build_packs_its_linear_weights() {
     let x = Tensor::<Flex, 2>::from_data(TensorData::new(ramp(128, 0.1), [2, 64]), &device);
     let y = model.b.forward(model.a.forward(x));
     assert_eq!(y.dims(), [2, 64]);
+}
+
+/// A loader over `weights` (keys named as the parameters) that refuses keys nothing read.
+fn strict(weights: &Weights) -> Loader<'_> {
+    let options = LoadOptions {
+        deny_unexpected: true,
+        ..Default::default()
+    };
+    Loader::new(weights, &Same, options)
 }

@@ -76,7 +76,7 @@ impl ClipConfig {
     /// Checks that the values describe a model this crate can run.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for an unknown activation, [`Error::Config`] for zero sizes or a
+    /// [`Error::Unsupported`] for an unknown activation, [`Error::InvalidConfig`] for zero sizes or a
     /// width not divisible by the head count.
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.hidden_act.as_str(), "quick_gelu" | "gelu") {

@@ -88,7 +88,7 @@ impl T5Config {
     /// Checks that the values describe a model this crate can run.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for a feed-forward other than gated GELU, [`Error::Config`] for
+    /// [`Error::Unsupported`] for a feed-forward other than gated GELU, [`Error::InvalidConfig`] for
     /// zero sizes.
     pub fn validate(&self) -> Result<()> {
         if self.feed_forward_proj != "gated-gelu" {

@@ -16,9 +16,9 @@ pub struct T5Tokenizer {
 }
 
 impl T5Tokenizer {
-    /// FLUX.1 [dev]'s `max_sequence_length`.
+    /// FLUX.1 \[dev\]'s `max_sequence_length`.
     pub const MAX_LEN_DEV: usize = 512;
-    /// FLUX.1 [schnell]'s `max_sequence_length`.
+    /// FLUX.1 \[schnell\]'s `max_sequence_length`.
     pub const MAX_LEN_SCHNELL: usize = 256;
 
     /// Loads a `tokenizer.json` (T5TokenizerFast's).

@@ -13,6 +13,7 @@ use super::condition::Condition;
 use super::text::Encoded;
 use super::{MemoryMode, Resolved};
 use crate::Component;
+use crate::request::strength_as_typed;
 use crate::{GenerateRequest, Result, Stage, Variant};
 
 /// The progress reporter `generate_with_progress` threads through the stages.
@@ -50,7 +51,7 @@ impl<B: FluxBackend> Pipeline<B> {
         match &r.init_image {
             None => Ok(full),
             Some((_, strength)) => {
-                let start = flux_sampler::img2img_start(plan.steps, *strength);
+                let start = flux_sampler::img2img_start(plan.steps, strength_as_typed(*strength));
                 Ok(full.starting_at(start)?)
             }
         }

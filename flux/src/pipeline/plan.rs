@@ -3,6 +3,7 @@
 use flux_nn::FluxBackend;
 
 use super::Pipeline;
+use crate::request::strength_as_typed;
 use crate::tools::{KONTEXT_MAX_AREA, kontext_output_size, kontext_reference_size};
 use crate::{Error, GenerateRequest, ModelKind, Result, Variant};
 
@@ -20,7 +21,7 @@ pub struct Resolved {
     pub reference_size: Option<(usize, usize)>,
     /// Sampler steps of the full schedule (img2img runs the last ones).
     pub steps: usize,
-    /// Guidance scale; `None` for [schnell], which has no guidance input.
+    /// Guidance scale; `None` for \[schnell\], which has no guidance input.
     pub guidance: Option<f32>,
     /// Seed of the initial noise.
     pub seed: u64,
@@ -103,7 +104,7 @@ impl<B: FluxBackend> Pipeline<B> {
             if !(*strength > 0.0 && *strength <= 1.0) {
                 return bad(format!("img2img strength {strength} must be in (0, 1]"));
             }
-            if flux_sampler::img2img_start(steps, *strength) >= steps {
+            if flux_sampler::img2img_start(steps, strength_as_typed(*strength)) >= steps {
                 return bad(format!(
                     "img2img strength {strength} leaves none of the {steps} steps to run"
                 ));

@@ -78,15 +78,20 @@ impl<B: FluxBackend> Pipeline<B> {
     pub(super) fn decode(&self, latents: Tensor<B, 4>) -> Result<Vec<f32>> {
         let image = self.model(|m| &m.vae, Self::load_vae)?.decode(latents)?;
         let image = ((image / 2.0 + 0.5).clamp(0.0, 1.0)).permute([0, 2, 3, 1]);
-        let values: Vec<f32> = image
-            .cast(DType::F32)
-            .into_data()
-            .to_vec()
-            .map_err(|e| Error::Output(format!("reading the decoded image: {e:?}")))?;
+        let values: Vec<f32> =
+            image
+                .cast(DType::F32)
+                .into_data()
+                .to_vec()
+                .map_err(|e| Error::Output {
+                    message: format!("reading the decoded image: {e:?}"),
+                    source: None,
+                })?;
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Output(
-                "the decoded image contains NaN or infinite values".into(),
-            ));
+            return Err(Error::Output {
+                message: "the decoded image contains NaN or infinite values".into(),
+                source: None,
+            });
         }
         Ok(values)
     }

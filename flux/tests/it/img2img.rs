@@ -85,7 +85,7 @@ fn img2img_dev_reproduces_diffusers() {
         .with_seed(json["seed"].as_u64().unwrap())
         .with_init_image(
             DynamicImage::ImageRgb8(init_image()),
-            json["strength"].as_f64().unwrap(),
+            json["strength"].as_f64().unwrap() as f32,
         );
     let p = pipeline("tiny_pipeline", 32, MemoryMode::Sequential);
     let mut steps = Vec::new();
@@ -143,7 +143,7 @@ fn img2img_bad_strengths_are_refused() {
     for (strength, expected) in [
         (0.0, "must be in (0, 1]"),
         (1.5, "must be in (0, 1]"),
-        (f64::NAN, "must be in (0, 1]"),
+        (f32::NAN, "must be in (0, 1]"),
         (1e-20, "leaves none of the 4 steps"),
     ] {
         let request = GenerateRequest::new("a cat")

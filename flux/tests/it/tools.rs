@@ -211,7 +211,7 @@ fn fill_with_strength_and_batch_reproduces_diffusers() {
         .request()
         .with_init_image(
             run.image("init_image_u8", 0),
-            run.json["strength"].as_f64().unwrap(),
+            run.json["strength"].as_f64().unwrap() as f32,
         )
         .with_mask(run.image("mask_image_u8", 0));
     run.check("fill_strength", &pipeline, &request);

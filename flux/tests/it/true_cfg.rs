@@ -31,13 +31,11 @@ fn a_negative_prompt_without_true_cfg_is_said_and_does_nothing() {
         .unwrap()
         .to_vec()
         .unwrap();
-    for request in [
-        base.request.clone().with_true_cfg(1.0),
-        GenerateRequest {
-            true_cfg: None,
-            ..base.request.clone()
-        },
-    ] {
+    for request in [base.request.clone().with_true_cfg(1.0), {
+        let mut r = base.request.clone();
+        r.true_cfg = None;
+        r
+    }] {
         let resolved = p.resolve(&request).unwrap();
         assert_eq!(resolved.true_cfg, None);
         assert!(
@@ -48,10 +46,8 @@ fn a_negative_prompt_without_true_cfg_is_said_and_does_nothing() {
         let out = p.generate_float(&request).unwrap();
         assert!(max_abs(&out, &plain) <= 1e-4);
     }
-    let no_negative = GenerateRequest {
-        negative_prompts: Vec::new(),
-        ..base.request.clone()
-    };
+    let mut no_negative = base.request.clone();
+    no_negative.negative_prompts = Vec::new();
     let warnings = p.resolve(&no_negative).unwrap().warnings;
     assert!(
         warnings[0].contains("needs a negative prompt"),
