@@ -61,9 +61,13 @@ impl<B: FluxBackend> SamplerLoop<B> {
     pub fn run(&self) -> Result<Tensor<B, 1>, Error> {
         let mut model =
             |_: &Tensor<B, 3>, _: &flux_sampler::Step| Ok::<_, Error>(self.velocity.clone());
-        let out = flux_sampler::denoise(&mut model, self.start.clone(), &self.schedule, |_| {
-            ControlFlow::Continue(())
-        })?;
+        let out = flux_sampler::denoise(
+            &mut model,
+            self.start.clone(),
+            &self.schedule,
+            flux_sampler::Sampler::Euler,
+            |_| ControlFlow::Continue(()),
+        )?;
         Ok(out.mean())
     }
 }

@@ -149,6 +149,95 @@ impl<B: FluxBackend> Step<B> {
     }
 }
 
+impl<B: FluxBackend> Step<B> {
+    /// A whole Euler run of `steps` steps from the step's latents (FLUX.1-dev's schedule for its
+    /// token count), with `cache` as the pipeline runs it (one branch): the final latents, and
+    /// the calls computed and reused.
+    ///
+    /// # Errors
+    /// Whatever the stages, the sampler or the backend's sync return.
+    #[allow(dead_code)]
+    pub fn sample(
+        &self,
+        steps: usize,
+        cache: Option<&flux::Cache>,
+    ) -> Result<(Tensor<B, 3>, Option<flux::CacheStats>), Box<dyn std::error::Error>> {
+        use flux_sampler::{Sampler, Schedule, Shift, Spacing};
+        let [b, n_img, _] = self.img.dims();
+        let device = self.img.device();
+        let schedule = Schedule::pipeline(
+            Sampler::Euler,
+            Spacing::Flux,
+            steps,
+            n_img,
+            Some(Shift::default()),
+        )?;
+        let mut caches = cache.map(|c| flux_core::BranchCaches::new(c, 1, b, steps));
+        let model = &self.model;
+        let mut velocity = |x: &Tensor<B, 3>,
+                            step: &flux_sampler::Step|
+         -> Result<Tensor<B, 3>, Box<dyn std::error::Error>> {
+            let t = Tensor::<B, 1>::full([b], step.model_t, &device);
+            let guidance = Some(self.guidance.clone());
+            Ok(match caches.as_mut() {
+                None => model.try_forward_with_rope(
+                    x.clone(),
+                    self.txt.clone(),
+                    &self.pe,
+                    t,
+                    self.y.clone(),
+                    guidance,
+                )?,
+                Some(caches) => {
+                    let h =
+                        model.embed(x.clone(), self.txt.clone(), t, self.y.clone(), guidance)?;
+                    let img = caches.blocks(model, h.clone(), |h, blocks| {
+                        model.blocks(h, &self.pe, blocks)
+                    })?;
+                    model.finish(flux_core::Hidden { img, ..h })
+                }
+            })
+        };
+        let out = flux_sampler::denoise(
+            &mut velocity,
+            self.img.clone(),
+            &schedule,
+            Sampler::Euler,
+            |_| std::ops::ControlFlow::Continue(()),
+        )?;
+        B::sync(&out.device())?;
+        Ok((out, caches.as_ref().map(flux_core::BranchCaches::stats)))
+    }
+
+    /// What a step costs when a step cache reuses the blocks: the embeddings, the first block
+    /// when `first_block` (First-Block Cache; MagCache and TeaCache run none), the final
+    /// layer. Waited for.
+    ///
+    /// # Errors
+    /// Whatever the stages or the backend's sync return.
+    #[allow(dead_code)]
+    pub fn run_reused(
+        &self,
+        first_block: bool,
+    ) -> Result<Tensor<B, 3>, Box<dyn std::error::Error>> {
+        let h = self.model.embed(
+            self.img.clone(),
+            self.txt.clone(),
+            self.timesteps.clone(),
+            self.y.clone(),
+            Some(self.guidance.clone()),
+        )?;
+        let h = if first_block {
+            self.model.blocks(h, &self.pe, 0..1)?
+        } else {
+            h
+        };
+        let out = self.model.finish(h);
+        B::sync(&out.device())?;
+        Ok(out)
+    }
+}
+
 /// A random rank-`rank` LoRA on every linear layer of `config`'s transformer, written as a
 /// BFL-named LoRA file and resolved through the real path (`LoraFile` → `resolve_loras`): the
 /// updates to build a model with (`Init::with_adapters`), merged or at run time.

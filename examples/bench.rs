@@ -93,6 +93,18 @@ enum Workload {
         /// Block-level offload: blocks in host memory, uploaded one at a time every step.
         #[arg(long)]
         offload_blocks: bool,
+        /// Time a step that a step cache reuses instead of a full one: `first-block`
+        /// (embeddings, first block, final layer: First-Block Cache) or `embed` (embeddings and
+        /// final layer: MagCache, TeaCache).
+        #[arg(long)]
+        reused: Option<String>,
+        /// Time whole Euler runs of this many steps instead of one step (with `--cache`).
+        #[arg(long)]
+        sample_steps: Option<usize>,
+        /// A step cache for `--sample-steps` runs (`first-block:T`, `teacache:T`,
+        /// `magcache:T`), as the pipeline runs it.
+        #[arg(long)]
+        cache: Option<flux::Cache>,
     },
     /// The T5 encoder (last hidden state), random weights.
     T5,
@@ -253,7 +265,21 @@ fn run<B: FluxBackend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Er
         Workload::Transformer {
             construct_only,
             offload_blocks,
-        } => transformer::<B>(args, &size, construct_only, offload_blocks, device),
+            ref reused,
+            sample_steps,
+            ref cache,
+        } => {
+            if let Some(steps) = sample_steps {
+                return sample::<B>(args, &size, steps, cache.as_ref(), device);
+            }
+            let reused = match reused.as_deref() {
+                None => None,
+                Some("first-block") => Some(true),
+                Some("embed") => Some(false),
+                Some(other) => return Err(format!("--reused {other}: first-block or embed").into()),
+            };
+            transformer::<B>(args, &size, construct_only, offload_blocks, reused, device)
+        }
         Workload::T5
         | Workload::Clip
         | Workload::Vae
@@ -291,6 +317,7 @@ fn transformer<B: FluxBackend>(
     size: &Size,
     construct_only: bool,
     offload_blocks: bool,
+    reused: Option<bool>,
     device: &B::Device,
 ) -> Result<(), Box<dyn Error>> {
     let c = match &args.checkpoint {
@@ -321,7 +348,7 @@ fn transformer<B: FluxBackend>(
         let model = flux_core::load_with::<B>(path, device, options)?;
         report_load(path, start, model.param_bytes());
         let step = Step::<B>::with_batch(model, size, args.batch, device)?;
-        times_of(args, &step)?;
+        times_of(args, &step, None)?;
         println!("peak RSS {:.2} GB", peak_rss_gb());
         return Ok(());
     }
@@ -389,7 +416,40 @@ fn transformer<B: FluxBackend>(
             start.elapsed().as_secs_f64() * 1e3
         );
     }
-    times_of(args, &step).map(drop)
+    times_of(args, &step, reused).map(drop)
+}
+
+/// Whole runs of `steps` Euler steps at `size` (random f32 weights), with or without `cache`.
+fn sample<B: FluxBackend>(
+    args: &Args,
+    size: &Size,
+    steps: usize,
+    cache: Option<&flux::Cache>,
+    device: &B::Device,
+) -> Result<(), Box<dyn Error>> {
+    let step = Step::<B>::new(size, device)?;
+    let mut times = Vec::new();
+    for i in 0..args.warmup + args.reps {
+        let start = Instant::now();
+        let (out, stats) = step.sample(steps, cache)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let mean: f32 = burn::tensor::ElementConversion::elem(out.abs().mean().into_scalar());
+        if !mean.is_finite() {
+            return Err(format!("non-finite latents (mean |x| = {mean})").into());
+        }
+        if let Some(stats) = stats {
+            println!(
+                "run {i}: {ms:.0} ms, {} calls computed, {} reused",
+                stats.computed, stats.reused
+            );
+        } else {
+            println!("run {i}: {ms:.0} ms, {steps} calls computed");
+        }
+        if i >= args.warmup {
+            times.push(ms);
+        }
+    }
+    report(&times, &[]).map(drop)
 }
 
 /// `--dtype`'s float type.
@@ -403,12 +463,21 @@ fn float_dtype(name: &str) -> Result<FloatDType, Box<dyn Error>> {
 }
 
 /// Times `args.reps` steps after `args.warmup` (the first output checked for finiteness).
-fn times_of<B: FluxBackend>(args: &Args, step: &Step<B>) -> Result<f64, Box<dyn Error>> {
+/// `reused`: time what a step cache's reused call costs instead (`Some(true)`: with the first
+/// block).
+fn times_of<B: FluxBackend>(
+    args: &Args,
+    step: &Step<B>,
+    reused: Option<bool>,
+) -> Result<f64, Box<dyn Error>> {
     let mut times = Vec::with_capacity(args.reps);
     let mut cpu = Vec::with_capacity(args.reps);
     for i in 0..args.warmup + args.reps {
         let (start, cpu_start) = (Instant::now(), cpu_ms());
-        let out = step.run()?;
+        let out = match reused {
+            None => step.run()?,
+            Some(first_block) => step.run_reused(first_block)?,
+        };
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if i >= args.warmup
             && let (Some(a), Some(b)) = (cpu_start, cpu_ms())

@@ -164,6 +164,23 @@ struct Args {
     /// --negative-prompt, each step runs the transformer twice.
     #[arg(long)]
     true_cfg: Option<f32>,
+    /// The sampler: `euler` (FLUX's own) or `dpmpp-2m` (DPM-Solver++ 2M as diffusers runs it with
+    /// flow sigmas; [dev], from noise).
+    #[arg(long, default_value = "euler")]
+    sampler: flux::Sampler,
+    /// How the sigmas are spaced: `flux` (the shifted grid), `karras`, `exponential` or `beta`
+    /// (ComfyUI's `beta` scheduler), as diffusers' flow-match scheduler spaces them.
+    #[arg(long, default_value = "flux")]
+    sigmas: flux::Spacing,
+    /// Skip transformer blocks at steps where they would change little: `first-block:T`,
+    /// `teacache:T`, `magcache:T` (T: the threshold; the name alone takes the defaults 0.05,
+    /// 0.4, 0.06), or `magcache:calibrate` to print the magnitude ratios of a model.
+    #[arg(long)]
+    cache: Option<flux::Cache>,
+    /// MagCache's magnitude ratios for a model that is not FLUX.1 (what `--cache
+    /// magcache:calibrate` printed, comma-separated); FLUX.1's are built in.
+    #[arg(long, requires = "cache", value_delimiter = ',')]
+    mag_ratios: Vec<f32>,
     /// Apply a LoRA: `FILE` or `FILE:STRENGTH` (default strength 1). Repeat for several.
     /// diffusers/PEFT, kohya, BFL/ComfyUI, XLabs, LoKr and LoHa files are recognised from
     /// their keys; one whose names match no layer is an error (see --lora-lenient).
@@ -300,6 +317,22 @@ fn run(args: &Args) -> Result<(), String> {
         Some(scale) => request.with_true_cfg(scale),
         None => request,
     };
+    let request = request.with_sampler(args.sampler).with_sigmas(args.sigmas);
+    let calibrate = matches!(
+        &args.cache,
+        Some(flux::Cache::Mag(m)) if m.ratios == flux::MagRatios::Calibrate
+    );
+    let request = match (&args.cache, args.mag_ratios.is_empty()) {
+        (Some(_), _) if calibrate => request,
+        (Some(flux::Cache::Mag(m)), false) => {
+            let mut m = m.clone();
+            m.ratios = flux::MagRatios::Custom(args.mag_ratios.clone());
+            request.with_cache(flux::Cache::Mag(m))
+        }
+        (Some(_), false) => return Err("--mag-ratios needs --cache magcache:T".into()),
+        (Some(cache), true) => request.with_cache(cache.clone()),
+        (None, _) => request,
+    };
     let resolved = pipeline.resolve(&request).map_err(|e| e.to_string())?;
     for warning in &resolved.warnings {
         eprintln!("warning: {warning}");
@@ -329,8 +362,24 @@ fn run(args: &Args) -> Result<(), String> {
     );
     let mut stage_times: BTreeMap<&'static str, Duration> = BTreeMap::new();
     let mut stage_start = Duration::ZERO;
+    let mut cache_stats = None;
+    if calibrate {
+        let (images, ratios) = pipeline
+            .calibrate_mag_cache(&request)
+            .map_err(|e| e.to_string())?;
+        let ratios: Vec<String> = ratios.iter().map(f32::to_string).collect();
+        println!(
+            "magcache ratios ({} steps): [{}]",
+            ratios.len(),
+            ratios.join(", ")
+        );
+        return save_images(args, &images, &resolved, &tool_inputs, &quantization, None);
+    }
     let images = pipeline
         .generate(&request, &mut |p: Progress| {
+            if p.cache.is_some() {
+                cache_stats = p.cache;
+            }
             let name = match p.stage {
                 Stage::Loading => "loading",
                 Stage::Encoding => "text",
@@ -353,7 +402,43 @@ fn run(args: &Args) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     bar.finish();
+    if let Some(stats) = cache_stats {
+        println!(
+            "cache {}: {} transformer calls computed, {} reused",
+            request
+                .cache
+                .as_ref()
+                .map_or(String::new(), ToString::to_string),
+            stats.computed,
+            stats.reused
+        );
+    }
+    save_images(
+        args,
+        &images,
+        &resolved,
+        &tool_inputs,
+        &quantization,
+        cache_stats,
+    )?;
+    println!("timing: load {:.2}s", load_time.as_secs_f64());
+    for (stage, t) in &stage_times {
+        println!("timing: {stage} {:.2}s", t.as_secs_f64());
+    }
+    println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
+/// Writes the images (`out.png`, or `out_1.png`, `out_2.png`, … for several) with their
+/// metadata.
+fn save_images(
+    args: &Args,
+    images: &[image::RgbImage],
+    resolved: &flux::Resolved,
+    tool_inputs: &[(&'static str, String)],
+    quantization: &Option<String>,
+    cache_stats: Option<flux::CacheStats>,
+) -> Result<(), String> {
     for (i, image) in images.iter().enumerate() {
         let path = if images.len() == 1 {
             args.out.clone()
@@ -370,17 +455,18 @@ fn run(args: &Args) -> Result<(), String> {
                 .unwrap_or("png");
             args.out.with_file_name(format!("{stem}_{}.{ext}", i + 1))
         };
-        let mut meta = ImageMetadata::new(&args.prompt, &resolved);
-        meta.tool_inputs = tool_inputs.clone();
+        let mut meta = ImageMetadata::new(&args.prompt, resolved);
+        meta.tool_inputs = tool_inputs.to_vec();
         meta.quantization = quantization.clone();
+        if let (Some(cache), Some(stats)) = (&mut meta.cache, cache_stats) {
+            *cache = format!(
+                "{cache} (computed {}, reused {})",
+                stats.computed, stats.reused
+            );
+        }
         save_png(image, &path, &meta).map_err(|e| e.to_string())?;
         println!("wrote {}", path.display());
     }
-    println!("timing: load {:.2}s", load_time.as_secs_f64());
-    for (stage, t) in &stage_times {
-        println!("timing: {stage} {:.2}s", t.as_secs_f64());
-    }
-    println!("timing: total {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -49,6 +49,15 @@ impl<B: FluxBackend> DoubleStreamBlock<B> {
         }
     }
 
+    /// The image stream's modulated input to the attention, `(1 + scale)·LayerNorm(img) +
+    /// shift` (diffusers' `norm1(hidden_states, emb=temb)[0]`): TeaCache's signal.
+    ///
+    /// # Shapes
+    /// - img: `[b, n_img, hidden]`, vec: `[b, hidden]` -> `[b, n_img, hidden]`
+    pub fn img_modulated(&self, img: Tensor<B, 3>, vec: Tensor<B, 2>) -> Tensor<B, 3> {
+        self.img_mod.forward(vec).0.norm_modulate(img)
+    }
+
     /// # Shapes
     /// - img: `[b, n_img, hidden]`, txt: `[b, n_txt, hidden]`, vec: `[b, hidden]`
     /// - pe: tables for the joint sequence (text first), `[b, n_txt + n_img, head_dim / 2]`

@@ -15,6 +15,7 @@
 
 mod attention;
 mod blocks;
+mod cache;
 mod checkpoint;
 mod config;
 mod double_block;
@@ -31,6 +32,7 @@ mod packing;
 mod rope;
 mod single_block;
 
+pub use cache::BranchCaches;
 pub use checkpoint::{
     CheckpointLayout, GgufSummary, LoadConfig, load, load_with, read_config, write_gguf,
 };
@@ -39,7 +41,7 @@ pub use double_block::DoubleStreamBlock;
 pub use embed::timestep_embedding;
 pub use error::{Error, Result};
 pub use flux_nn::quant::{QuantType, Quantization};
-pub use model::Flux;
+pub use model::{Flux, Hidden};
 pub use packing::{check_image_size, img_ids, img_ids_at, pack, pack_mask, txt_ids, unpack};
 pub use rope::{EmbedNd, RopeTable};
 pub use single_block::SingleStreamBlock;

@@ -230,6 +230,33 @@ impl<B: FluxBackend> Flux<B> {
         y: Tensor<B, 2>,
         guidance: Option<Tensor<B, 1>>,
     ) -> Result<Tensor<B, 3>> {
+        let h = self.embed(img, txt, timesteps, y, guidance)?;
+        let h = self.blocks(h, pe, 0..self.num_blocks())?;
+        Ok(self.finish(h))
+    }
+
+    /// The first stage of [`Flux::try_forward_with_rope`]: the image and text tokens projected
+    /// to the model's width and the conditioning vector (timestep, guidance, pooled text).
+    ///
+    /// The three stages exist so that a step cache can run the blocks in parts
+    /// ([`Flux::blocks`]) and look at the streams in between.
+    ///
+    /// # Shapes
+    /// - img: `[b, n_img, in_channels]`, txt: `[b, n_txt, context_in_dim]`
+    /// - timesteps: `[b]`, y: `[b, vec_in_dim]`, guidance: `[b]`
+    /// - returns streams `[b, n_img, hidden]`, `[b, n_txt, hidden]` and vec `[b, hidden]`
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] describing the first inconsistent shape, or a missing guidance for a
+    /// guidance-distilled model.
+    pub fn embed(
+        &self,
+        img: Tensor<B, 3>,
+        txt: Tensor<B, 3>,
+        timesteps: Tensor<B, 1>,
+        y: Tensor<B, 2>,
+        guidance: Option<Tensor<B, 1>>,
+    ) -> Result<Hidden<B>> {
         let c = &self.config;
         // Half-precision weights take half-precision activations (f32 inputs are the norm;
         // burn's cast to the same dtype is a no-op).
@@ -241,11 +268,6 @@ impl<B: FluxBackend> Flux<B> {
         expect_dims("txt", &txt.dims(), &[b, n_txt, c.context_in_dim])?;
         expect_dims("timesteps", &timesteps.dims(), &[b])?;
         expect_dims("y", &y.dims(), &[b, c.vec_in_dim])?;
-        expect_dims(
-            "rope table",
-            &pe.dims(),
-            &[b, n_txt + n_img, c.head_dim() / 2],
-        )?;
 
         let mut vec = self
             .time_in
@@ -263,19 +285,154 @@ impl<B: FluxBackend> Flux<B> {
             // [schnell] ignores a guidance value, as the reference does.
             (None, _) => {}
         }
-        let vec = vec + self.vector_in.forward(y);
+        Ok(Hidden {
+            img: self.img_in.forward(img),
+            txt: self.txt_in.forward(txt),
+            vec: vec + self.vector_in.forward(y),
+        })
+    }
 
-        let mut img = self.img_in.forward(img);
-        let mut txt = self.txt_in.forward(txt);
-        for i in 0..self.double_blocks.len() {
+    /// The number of blocks: the double-stream ones, then the single-stream ones.
+    pub fn num_blocks(&self) -> usize {
+        self.double_blocks.len() + self.single_blocks.len()
+    }
+
+    /// Runs blocks `range` of [`Flux::num_blocks`] (double-stream blocks first) on `h`.
+    ///
+    /// # Shapes
+    /// - h: as [`Flux::embed`] returns; pe: `[b, n_txt + n_img, head_dim / 2]`
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for a rotary table of the wrong shape or a range past the blocks.
+    pub fn blocks(
+        &self,
+        h: Hidden<B>,
+        pe: &RopeTable<B>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Hidden<B>> {
+        let [b, n_img, _] = h.img.dims();
+        let n_txt = h.txt.dims()[1];
+        expect_dims(
+            "rope table",
+            &pe.dims(),
+            &[b, n_txt + n_img, self.config.head_dim() / 2],
+        )?;
+        if range.end > self.num_blocks() {
+            return Err(Error::BadInput(format!(
+                "blocks {range:?} of a model with {} blocks",
+                self.num_blocks()
+            )));
+        }
+        let Hidden {
+            mut img,
+            mut txt,
+            vec,
+        } = h;
+        let depth = self.double_blocks.len();
+        for i in range.start..range.end.min(depth) {
             (img, txt) = self.double_blocks.get(i).forward(img, txt, vec.clone(), pe);
         }
-        let mut x = Tensor::cat(vec![txt, img], 1);
-        for i in 0..self.single_blocks.len() {
-            x = self.single_blocks.get(i).forward(x, vec.clone(), pe);
+        if range.end > depth {
+            let mut x = Tensor::cat(vec![txt, img], 1);
+            for i in range.start.max(depth)..range.end {
+                x = self
+                    .single_blocks
+                    .get(i - depth)
+                    .forward(x, vec.clone(), pe);
+            }
+            txt = x.clone().narrow(1, 0, n_txt);
+            img = x.narrow(1, n_txt, n_img);
         }
-        let img = x.narrow(1, n_txt, n_img);
-        Ok(self.final_layer.forward(img, vec))
+        Ok(Hidden { img, txt, vec })
+    }
+
+    /// The first double-stream block's modulated image input (TeaCache's signal).
+    ///
+    /// # Shapes
+    /// - h: as [`Flux::embed`] returns -> `[b, n_img, hidden]`
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] for a model without double-stream blocks.
+    pub fn first_block_modulated(&self, h: &Hidden<B>) -> Result<Tensor<B, 3>> {
+        if self.double_blocks.len() == 0 {
+            return Err(Error::BadInput(
+                "the model has no double-stream block to take a modulated input from".into(),
+            ));
+        }
+        Ok(self
+            .double_blocks
+            .get(0)
+            .img_modulated(h.img.clone(), h.vec.clone()))
+    }
+
+    /// The last stage: the final modulation and projection of the image stream.
+    ///
+    /// # Shapes
+    /// - h: as [`Flux::blocks`] returns -> `[b, n_img, out_channels]`
+    pub fn finish(&self, h: Hidden<B>) -> Tensor<B, 3> {
+        self.final_layer.forward(h.img, h.vec)
+    }
+}
+
+/// The transformer's streams between its stages ([`Flux::embed`], [`Flux::blocks`],
+/// [`Flux::finish`]).
+#[derive(Debug, Clone)]
+pub struct Hidden<B: Backend> {
+    /// Image stream, `[b, n_img, hidden]`.
+    pub img: Tensor<B, 3>,
+    /// Text stream, `[b, n_txt, hidden]`.
+    pub txt: Tensor<B, 3>,
+    /// Conditioning vector, `[b, hidden]`.
+    pub vec: Tensor<B, 2>,
+}
+
+impl<B: Backend> Hidden<B> {
+    /// Rows `start..start + len` of the batch (the streams themselves when that is all of
+    /// them).
+    pub fn narrow(&self, start: usize, len: usize) -> Self {
+        Self {
+            img: rows(self.img.clone(), start, len),
+            txt: rows(self.txt.clone(), start, len),
+            vec: rows(self.vec.clone(), start, len),
+        }
+    }
+
+    /// The batches of `parts` one after the other.
+    ///
+    /// # Panics
+    /// When `parts` is empty.
+    pub fn cat(mut parts: Vec<Self>) -> Self {
+        if parts.len() == 1 {
+            return parts.remove(0);
+        }
+        let (img, txt, vec) = parts.into_iter().map(|h| (h.img, h.txt, h.vec)).fold(
+            (vec![], vec![], vec![]),
+            |(mut i, mut t, mut v), (a, b, c)| {
+                i.push(a);
+                t.push(b);
+                v.push(c);
+                (i, t, v)
+            },
+        );
+        Self {
+            img: Tensor::cat(img, 0),
+            txt: Tensor::cat(txt, 0),
+            vec: Tensor::cat(vec, 0),
+        }
+    }
+}
+
+/// Rows `start..start + len` of `t`: `t` itself when that is every row, so that a whole
+/// batch keeps its layout (the CPU backends' kernels can round a sliced view differently).
+pub(crate) fn rows<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    start: usize,
+    len: usize,
+) -> Tensor<B, D> {
+    if start == 0 && len == t.dims()[0] {
+        t
+    } else {
+        t.narrow(0, start, len)
     }
 }
 

@@ -39,6 +39,9 @@ pub enum Error {
         /// Steps in the schedule.
         total: usize,
     },
+    /// A combination the sampler does not run, named with the reason.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A noise shape whose element count overflows `usize`.
     #[error("noise shape {shape:?} has too many elements")]
     NoiseTooLarge {

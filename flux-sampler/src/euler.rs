@@ -1,10 +1,13 @@
-//! The Euler step of rectified flow and the denoising loop around a velocity model.
+//! The Euler step of rectified flow and the denoising loop (Euler or DPM-Solver++ 2M) around a
+//! velocity model.
 
 use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::dpm::DpmSolver2M;
 use crate::error::Error;
+use crate::sampler::Sampler;
 use crate::schedule::Schedule;
 
 /// One Euler step of the flow ODE: `x + (t_next - t) · v`.
@@ -31,10 +34,13 @@ pub struct Step {
     pub index: usize,
     /// Number of steps in the schedule.
     pub total: usize,
-    /// The current time (sigma): what the transformer gets as `timesteps`.
+    /// The current time (sigma).
     pub t: f32,
     /// The time after this step.
     pub t_next: f32,
+    /// What the transformer is given as its timestep ([`Schedule::model_time`]): `t` for
+    /// Euler (to the ulp), DPM-Solver's integer timestep / 1000.
+    pub model_t: f32,
 }
 
 /// A model that predicts the flow velocity at time `t`: the transformer with its conditioning
@@ -70,7 +76,8 @@ where
     }
 }
 
-/// Runs the Euler sampler over `schedule` from the starting latents `x`.
+/// Runs `sampler` over `schedule` (built for it: [`Schedule::pipeline`]) from the starting
+/// latents `x`.
 ///
 /// Before each step `progress(&step)` is called (with `step.index` steps done so far); returning
 /// [`ControlFlow::Break`] stops the run before the model is called again, with
@@ -88,6 +95,7 @@ pub fn denoise<B, const D: usize, M>(
     model: &mut M,
     mut x: Tensor<B, D>,
     schedule: &Schedule,
+    sampler: Sampler,
     mut progress: impl FnMut(&Step) -> ControlFlow<()>,
 ) -> Result<Tensor<B, D>, M::Error>
 where
@@ -96,12 +104,14 @@ where
 {
     let sigmas = schedule.sigmas();
     let total = schedule.num_steps();
+    let mut dpm = DpmSolver2M::new();
     for (index, pair) in sigmas.windows(2).enumerate() {
         let step = Step {
             index,
             total,
             t: pair[0],
             t_next: pair[1],
+            model_t: schedule.model_time(index),
         };
         if progress(&step).is_break() {
             return Err(Error::Cancelled {
@@ -119,7 +129,10 @@ where
             }
             .into());
         }
-        x = euler_step(x, v, step.t, step.t_next);
+        x = match sampler {
+            Sampler::Euler => euler_step(x, v, step.t, step.t_next),
+            Sampler::DpmPp2m => dpm.step(x, v, sigmas, index),
+        };
     }
     Ok(x)
 }

@@ -1,5 +1,6 @@
-//! Sampling for FLUX.1 on burn: the shifted flow-matching schedule, the Euler step and its
-//! loop, and seeded noise identical to PyTorch's.
+//! Sampling for FLUX.1 on burn: the shifted flow-matching schedule and diffusers' other
+//! spacings, the Euler and DPM-Solver++ 2M steps and their loop, step caches' decisions, and
+//! seeded noise identical to PyTorch's.
 //!
 //! Nothing here knows the transformer: [`denoise`] drives any [`VelocityModel`] (a closure
 //! will do), so the pipeline binds the conditioning and this crate runs the steps.
@@ -26,11 +27,21 @@
 //! img2img (from [`img2img_start`]). The transformer takes `t` itself (diffusers passes
 //! `timestep / 1000`, equal to `t`); [`Schedule::timesteps`] are diffusers' `t · 1000`.
 //!
-//! # Euler
+//! [`Schedule::pipeline`] adds diffusers' re-spaced sigmas ([`Spacing`]: Karras, exponential,
+//! beta, converted after the shift between its end points) and DPM-Solver's own flow grid
+//! ([`Sampler::DpmPp2m`]).
+//!
+//! # Euler and DPM-Solver++ 2M
 //!
 //! [`euler_step`]: `x + (t_next - t) · v`, in the references' operation order. [`denoise`] loops
-//! it over a [`Schedule`], checks each velocity's shape, and calls a progress callback before
-//! each step that can stop the run ([`Error::Cancelled`]).
+//! it (or DPM-Solver++ 2M, [`Sampler`]) over a [`Schedule`], checks each velocity's shape, and
+//! calls a progress callback before each step that can stop the run ([`Error::Cancelled`]).
+//!
+//! # Step caches
+//!
+//! [`Cache`] names First-Block Cache, MagCache and TeaCache with their parameters;
+//! [`StepCache`] is one branch's state: what it needs to see ([`Signal`]), whether a call runs
+//! the blocks, and the residual it reuses when not.
 //!
 //! # Noise
 //!
@@ -74,17 +85,24 @@
 //! [dev]: https://huggingface.co/black-forest-labs/FLUX.1-dev
 //! [schnell]: https://huggingface.co/black-forest-labs/FLUX.1-schnell
 
+mod cache;
+mod dpm;
 mod error;
 mod euler;
 mod noise;
+mod sampler;
 mod schedule;
 mod shift;
+mod spacing;
 
+pub use cache::{Cache, CacheStats, FLUX_MAG_RATIOS, MagCache, MagRatios, Signal, StepCache};
 pub use error::{Error, Result};
 pub use euler::{Step, VelocityModel, denoise, euler_step};
 pub use noise::{
     CpuKernel, NoiseDtype, TorchGenerator, bfl_latent_shape, diffusers_latent_shape, noise_tensor,
     torch_randn_bf16, torch_randn_f16, torch_randn_f32,
 };
+pub use sampler::Sampler;
 pub use schedule::{Schedule, ScheduleKind, img2img_start, schedule};
 pub use shift::{Shift, time_shift};
+pub use spacing::Spacing;

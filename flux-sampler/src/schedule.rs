@@ -2,7 +2,9 @@
 //! loop visits.
 
 use crate::error::{Error, Result};
+use crate::sampler::Sampler;
 use crate::shift::{Shift, time_shift};
+use crate::spacing::{Spacing, numpy_linspace};
 
 /// Which reference's arithmetic to reproduce.
 ///
@@ -44,23 +46,13 @@ fn bfl_sigmas(num_steps: usize, image_seq_len: usize, shift: Option<Shift>) -> V
         .collect()
 }
 
-/// `np.linspace(1.0, 1.0 / n, n)` with numpy's arithmetic: `i·step + 1` with
-/// `step = (1/n - 1) / (n - 1)`, the last value set to `1/n`.
-fn numpy_linspace_to_inverse(n: usize) -> Vec<f64> {
-    let stop = 1.0 / n as f64;
-    if n == 1 {
-        return vec![1.0];
-    }
-    let step = (stop - 1.0) / (n - 1) as f64;
-    let mut v: Vec<f64> = (0..n).map(|i| i as f64 * step + 1.0).collect();
-    v[n - 1] = stop;
-    v
-}
-
-/// A validated, strictly decreasing list of sigmas in [0, 1]: `len() - 1` Euler steps.
+/// A validated, strictly decreasing list of sigmas in [0, 1] (`len() - 1` steps) and the
+/// timesteps the model is given at each step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     sigmas: Vec<f32>,
+    /// diffusers' `scheduler.timesteps`: `σ·1000` in `f32`, or DPM-Solver's integers.
+    timesteps: Vec<f32>,
 }
 
 impl Schedule {
@@ -81,7 +73,7 @@ impl Schedule {
         let sigmas = match kind {
             ScheduleKind::Bfl => bfl_sigmas(num_steps, image_seq_len, shift),
             ScheduleKind::Diffusers => {
-                let base: Vec<f32> = numpy_linspace_to_inverse(num_steps)
+                let base: Vec<f32> = numpy_linspace(1.0, 1.0 / num_steps as f64, num_steps)
                     .into_iter()
                     .map(|s| s as f32)
                     .collect();
@@ -89,6 +81,78 @@ impl Schedule {
             }
         };
         Self::from_sigmas(sigmas)
+    }
+
+    /// The schedule diffusers' `FluxPipeline` runs with `sampler` and `spacing`, for
+    /// `num_steps` steps at `image_seq_len` packed tokens (`shift`: `None` for schnell).
+    ///
+    /// - [`Sampler::Euler`]: [`ScheduleKind::Diffusers`]' shifted sigmas, re-spaced by
+    ///   `spacing` between their end points (`FlowMatchEulerDiscreteScheduler` with
+    ///   `use_karras_sigmas` and its siblings).
+    /// - [`Sampler::DpmPp2m`]: `DPMSolverMultistepScheduler`'s own flow grid
+    ///   `1 − linspace(1, 1/1000, n + 1)` through the shift `e^mu` in `f64`, reversed, its final
+    ///   0 dropped (so the first sigma is the shifted 0.999, not 1), with integer timesteps
+    ///   `⌊1000·σ⌋` that the model is given as `timestep / 1000`.
+    ///
+    /// # Errors
+    /// [`Error::ZeroSteps`]; [`Error::Unsupported`] for DPM-Solver with another spacing than
+    /// [`Spacing::Flux`] (diffusers' scheduler would space the sigmas of a different noise
+    /// schedule) or without a shift (schnell's scheduler has no dynamic shift, which diffusers'
+    /// `FluxPipeline` requires of DPM-Solver).
+    pub fn pipeline(
+        sampler: Sampler,
+        spacing: Spacing,
+        num_steps: usize,
+        image_seq_len: usize,
+        shift: Option<Shift>,
+    ) -> Result<Self> {
+        match sampler {
+            Sampler::Euler => {
+                let flux = Self::new(ScheduleKind::Diffusers, num_steps, image_seq_len, shift)?;
+                if spacing == Spacing::Flux {
+                    return Ok(flux);
+                }
+                let steps = &flux.sigmas[..num_steps];
+                let mut sigmas = spacing.respace(steps);
+                sigmas.push(0.0);
+                Self::from_sigmas(sigmas)
+            }
+            Sampler::DpmPp2m => {
+                if num_steps == 0 {
+                    return Err(Error::ZeroSteps);
+                }
+                if spacing != Spacing::Flux {
+                    return Err(Error::Unsupported(format!(
+                        "the {spacing} spacing with dpmpp-2m (diffusers' DPM-Solver spaces \
+                         Karras/exponential/beta sigmas of a different noise schedule); \
+                         use it with euler"
+                    )));
+                }
+                let Some(shift) = shift else {
+                    return Err(Error::Unsupported(
+                        "dpmpp-2m on a model without a resolution-dependent shift (schnell): \
+                         diffusers' FluxPipeline cannot run it there either; use euler"
+                            .into(),
+                    ));
+                };
+                let flow_shift = shift.mu(image_seq_len).exp();
+                let mut shifted: Vec<f64> = numpy_linspace(1.0, 1.0 / 1000.0, num_steps + 1)
+                    .into_iter()
+                    .map(|a| {
+                        let s = 1.0 - a;
+                        flow_shift * s / (1.0 + (flow_shift - 1.0) * s)
+                    })
+                    .collect();
+                shifted.reverse();
+                shifted.pop();
+                let timesteps = shifted
+                    .iter()
+                    .map(|s| (s * 1000.0).trunc() as f32)
+                    .collect();
+                let sigmas = shifted.iter().map(|&s| s as f32).chain([0.0]).collect();
+                Self::validated(sigmas, timesteps)
+            }
+        }
     }
 
     /// diffusers' path for caller-given sigmas (`FluxPipeline(..., sigmas=...)`): one per step,
@@ -116,6 +180,14 @@ impl Schedule {
     /// [`Error::InvalidSigmas`] unless there are at least 2 values, all finite, in [0, 1] and
     /// strictly decreasing.
     pub fn from_sigmas(sigmas: Vec<f32>) -> Result<Self> {
+        let timesteps = sigmas[..sigmas.len().saturating_sub(1)]
+            .iter()
+            .map(|s| s * 1000.0)
+            .collect();
+        Self::validated(sigmas, timesteps)
+    }
+
+    fn validated(sigmas: Vec<f32>, timesteps: Vec<f32>) -> Result<Self> {
         let invalid = |reason: String| Err(Error::InvalidSigmas { reason });
         if sigmas.len() < 2 {
             return invalid(format!(
@@ -137,7 +209,7 @@ impl Schedule {
                 sigmas[i - 1]
             ));
         }
-        Ok(Self { sigmas })
+        Ok(Self { sigmas, timesteps })
     }
 
     /// All sigmas, the terminal one included (`num_steps() + 1` values).
@@ -150,12 +222,19 @@ impl Schedule {
         self.sigmas.len() - 1
     }
 
-    /// The scheduler's `timesteps` (diffusers' `sigmas[..n] · 1000`, in `f32`).
-    pub fn timesteps(&self) -> Vec<f32> {
-        self.sigmas[..self.num_steps()]
-            .iter()
-            .map(|s| s * 1000.0)
-            .collect()
+    /// The scheduler's `timesteps`: diffusers' `sigmas[..n] · 1000` in `f32` (DPM-Solver: its
+    /// integer timesteps).
+    pub fn timesteps(&self) -> &[f32] {
+        &self.timesteps
+    }
+
+    /// What the model is given at step `index`: `timesteps[index] / 1000` in `f32`, as
+    /// `FluxPipeline` passes it (equal to the sigma, or within an ulp of it, for Euler).
+    ///
+    /// # Panics
+    /// When `index >= num_steps()`.
+    pub fn model_time(&self, index: usize) -> f32 {
+        self.timesteps[index] / 1000.0
     }
 
     /// The schedule from step `start` on (img2img: diffusers' `timesteps[t_start:]`, noise
@@ -172,6 +251,7 @@ impl Schedule {
         }
         Ok(Self {
             sigmas: self.sigmas[start..].to_vec(),
+            timesteps: self.timesteps[start..].to_vec(),
         })
     }
 
@@ -215,7 +295,7 @@ mod tests {
         assert_eq!(s, vec![1.0, 0.75, 0.5, 0.25, 0.0]);
         let d = Schedule::new(ScheduleKind::Diffusers, 4, 4096, None).unwrap();
         assert_eq!(d.sigmas(), &[1.0, 0.75, 0.5, 0.25, 0.0]);
-        assert_eq!(d.timesteps(), vec![1000.0, 750.0, 500.0, 250.0]);
+        assert_eq!(d.timesteps(), &[1000.0, 750.0, 500.0, 250.0]);
         assert_eq!(schedule(0, 4096, None), vec![1.0]);
     }
 

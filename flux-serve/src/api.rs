@@ -43,6 +43,15 @@ pub struct GenerationRequest {
     /// Extension: per-request LoRA strengths (run-time LoRA mode).
     #[serde(default)]
     pub lora_scales: Option<Vec<f32>>,
+    /// Extension: the sampler, `euler` (default) or `dpmpp-2m`.
+    #[serde(default)]
+    pub sampler: Option<String>,
+    /// Extension: the sigma spacing, `flux` (default), `karras`, `exponential` or `beta`.
+    #[serde(default)]
+    pub sigmas: Option<String>,
+    /// Extension: a step cache, `first-block:T`, `teacache:T` or `magcache:T`.
+    #[serde(default)]
+    pub cache: Option<String>,
     /// Any other field: OpenAI's that do not apply here are accepted and ignored
     /// (`IGNORED_FIELDS`); anything else is an error (a misspelt extension must not be
     /// silently dropped).

@@ -52,12 +52,24 @@ pub struct JobStatus {
     pub step: usize,
     /// Steps in the stage.
     pub total: usize,
+    /// With a step cache: the transformer calls computed and reused so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheCounts>,
     /// Unix seconds when it was submitted.
     pub created: u64,
     /// The generated files (`/v1/images/{file}`), when done.
     pub files: Vec<String>,
     /// What went wrong, when failed.
     pub error: Option<String>,
+}
+
+/// A step cache's counts in a [`JobStatus`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CacheCounts {
+    /// Transformer calls that ran every block.
+    pub computed: usize,
+    /// Calls that reused the cached residual.
+    pub reused: usize,
 }
 
 /// A job handed to the worker.
@@ -139,6 +151,7 @@ impl Scheduler {
             stage: None,
             step: 0,
             total: 0,
+            cache: None,
             created: now(),
             files: Vec::new(),
             error: None,
@@ -247,6 +260,12 @@ fn worker(
                 s.stage = Some(stage_name(p.stage));
                 s.step = p.step;
                 s.total = p.total;
+                if let Some(c) = p.cache {
+                    s.cache = Some(CacheCounts {
+                        computed: c.computed,
+                        reused: c.reused,
+                    });
+                }
             });
             if job.cancel.load(Ordering::Relaxed) {
                 ControlFlow::Break(())
@@ -256,7 +275,10 @@ fn worker(
         };
         match engine.generate(&job.request, &mut on_progress) {
             Ok(images) => {
-                let meta = ImageMetadata::new(&job.prompt, &resolved);
+                let mut meta = ImageMetadata::new(&job.prompt, &resolved);
+                if let (Some(cache), Some(c)) = (&mut meta.cache, job.status.borrow().cache) {
+                    *cache = format!("{cache} (computed {}, reused {})", c.computed, c.reused);
+                }
                 let mut names = Vec::new();
                 let mut error = None;
                 for (i, image) in images.iter().enumerate() {

@@ -5,7 +5,8 @@
 //! `Retry-After`). Routes:
 //!
 //! - `POST /v1/images/generations`, `POST /v1/images/edits` (OpenAI's bodies and responses;
-//!   extensions `seed`, `steps`, `guidance`, `negative_prompt`, `true_cfg`, `lora_scales`);
+//!   extensions `seed`, `steps`, `guidance`, `negative_prompt`, `true_cfg`, `lora_scales`,
+//!   `sampler`, `sigmas`, `cache`);
 //!   a client that disconnects cancels its job;
 //! - `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/events` (server-sent progress),
 //!   `DELETE /v1/jobs/{id}` (cancel);
@@ -20,7 +21,7 @@ mod routes;
 
 pub use api::{ApiError, GenerationRequest, ImageData, ImagesResponse, parse_size};
 pub use flux::Engine;
-pub use jobs::{JobStatus, State};
+pub use jobs::{CacheCounts, JobStatus, State};
 pub use routes::{ServeConfig, router};
 
 /// Serves `router` on `listener` until the process is stopped (or Ctrl-C).

@@ -223,6 +223,26 @@ fn request_of(
     if let Some(negative) = &body.negative_prompt {
         r = r.with_negative_prompt(negative.clone());
     }
+    if let Some(sampler) = &body.sampler {
+        r = r.with_sampler(
+            sampler
+                .parse()
+                .map_err(|e| ApiError::invalid("sampler", e))?,
+        );
+    }
+    if let Some(sigmas) = &body.sigmas {
+        r = r.with_sigmas(sigmas.parse().map_err(|e| ApiError::invalid("sigmas", e))?);
+    }
+    if let Some(cache) = &body.cache {
+        let cache: flux::Cache = cache.parse().map_err(|e| ApiError::invalid("cache", e))?;
+        if matches!(&cache, flux::Cache::Mag(m) if m.ratios == flux::MagRatios::Calibrate) {
+            return Err(ApiError::invalid(
+                "cache",
+                "magcache:calibrate measures a model's ratios: run it with the generate CLI",
+            ));
+        }
+        r = r.with_cache(cache);
+    }
     if let Some(steps) = body.steps
         && steps > 100
     {
@@ -382,6 +402,9 @@ async fn generations(
 const STRING_FIELDS: &[&str] = &[
     "prompt",
     "negative_prompt",
+    "sampler",
+    "sigmas",
+    "cache",
     "size",
     "response_format",
     "model",
@@ -390,7 +413,8 @@ const STRING_FIELDS: &[&str] = &[
 
 /// `POST /v1/images/edits`: multipart `image` (+ `mask`), `strength`, and every field of
 /// `generations` (`prompt`, `n`, `size`, `response_format` and our `seed`, `steps`,
-/// `guidance`, `negative_prompt`, `true_cfg`, `lora_scales` as JSON, e.g. `[0.5]`). What the image does
+/// `guidance`, `negative_prompt`, `true_cfg`, `sampler`, `sigmas`, `cache`, `lora_scales` as
+/// JSON, e.g. `[0.5]`). What the image does
 /// depends on the model: a Kontext model edits it, a Fill model repaints its mask, a
 /// text-to-image model starts from it (img2img, strength 0.6 unless given).
 async fn edits(

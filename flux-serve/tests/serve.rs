@@ -304,6 +304,31 @@ fn edits_run_img2img_and_bad_requests_are_openai_errors() {
             400,
             "true CFG",
         ),
+        (
+            r#"{"prompt": "x", "sampler": "dpm"}"#,
+            400,
+            "unknown sampler",
+        ),
+        (
+            r#"{"prompt": "x", "sigmas": "karas"}"#,
+            400,
+            "unknown sigma spacing",
+        ),
+        (
+            r#"{"prompt": "x", "cache": "teacache:-1"}"#,
+            400,
+            "must be finite and >= 0",
+        ),
+        (
+            r#"{"prompt": "x", "cache": "magcache:calibrate"}"#,
+            400,
+            "generate CLI",
+        ),
+        (
+            r#"{"prompt": "x", "sampler": "dpmpp-2m", "sigmas": "beta"}"#,
+            400,
+            "needs the euler sampler",
+        ),
     ];
     let mut table = Vec::new();
     for (body, code, needle) in cases {
@@ -397,6 +422,33 @@ fn edits_take_the_same_extensions_and_seeds_are_exact() {
     assert_eq!(
         (text["negative_prompt"].as_str(), text["true_cfg"].as_str()),
         ("blurry", "2.5")
+    );
+    // The sampling extensions, on both routes, recorded in the image.
+    let body = r#"{"prompt": "a cat", "size": "32x32", "steps": 3, "sampler": "dpmpp-2m",
+                   "cache": "magcache:0.1"}"#;
+    let (status, answer) = post_json(&format!("{base}/v1/images/generations"), body);
+    assert_eq!(status, 200, "{answer}");
+    let text = png_text(&answer);
+    assert_eq!(text["sampler"], "dpmpp-2m");
+    assert!(
+        text["cache"].starts_with("magcache:0.1 (computed "),
+        "{}",
+        text["cache"]
+    );
+    let (status, answer) = send(&[
+        ("image", Some("in.png"), png_bytes(32, 32)),
+        ("prompt", None, b"a cat".to_vec()),
+        ("steps", None, b"2".to_vec()),
+        ("sigmas", None, b"karras".to_vec()),
+        ("cache", None, b"first-block:0.2".to_vec()),
+    ]);
+    assert_eq!(status, 200, "{answer}");
+    let text = png_text(&answer);
+    assert_eq!(text["sigmas"], "karras");
+    assert!(
+        text["cache"].starts_with("first-block:0.2 (computed "),
+        "{}",
+        text["cache"]
     );
     // `lora_scales` is understood (this server has no LoRA), a misspelt field is not.
     let (status, answer) = send(&[
@@ -720,7 +772,8 @@ fn the_page_generates_in_a_headless_browser() {
     };
     let base = start(config(8));
     let page = format!(
-        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&autostart=1"
+        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&sigmas=beta\
+         &cache=magcache:0.06&autostart=1"
     );
     let shot = tempfile::tempdir().unwrap();
     let run = |extra: &str| {
@@ -750,8 +803,11 @@ fn the_page_generates_in_a_headless_browser() {
     let steps: Vec<u32> = log
         .lines()
         .filter(|l| l.contains("denoising"))
-        .filter_map(|l| l.rsplit(' ').next()?.split('/').next()?.parse().ok())
+        .filter_map(|l| l.split(' ').nth(2)?.split('/').next()?.parse().ok())
         .collect();
+    // MagCache at 6 steps reuses 3 calls (its decisions depend only on the step count).
+    assert!(log.contains("computed 3, reused 3"), "{log}");
+    assert!(dom.contains("beta sigmas · magcache:0.06"), "{dom}");
     assert!(
         steps.len() >= 3 && steps.windows(2).all(|w| w[0] <= w[1]),
         "the bar did not move: {log}"

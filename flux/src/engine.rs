@@ -100,6 +100,13 @@ pub trait Engine: Send + Sync + 'static {
         on_progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>>;
 
+    /// Runs a request with MagCache calibrating: its images and the magnitude ratios measured
+    /// ([`Pipeline::calibrate_mag_cache`]).
+    ///
+    /// # Errors
+    /// As [`Pipeline::generate`].
+    fn calibrate_mag_cache(&self, request: &GenerateRequest) -> Result<(Vec<RgbImage>, Vec<f32>)>;
+
     /// The model: \[dev\] or \[schnell\].
     fn kind(&self) -> ModelKind;
 
@@ -124,6 +131,10 @@ where
         on_progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
         self.generate_with_progress(request, on_progress)
+    }
+
+    fn calibrate_mag_cache(&self, request: &GenerateRequest) -> Result<(Vec<RgbImage>, Vec<f32>)> {
+        Pipeline::calibrate_mag_cache(self, request)
     }
 
     fn kind(&self) -> ModelKind {

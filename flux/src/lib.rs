@@ -83,6 +83,7 @@ pub use files::{ClipTokenizerFiles, ModelFiles};
 pub use flux_core::{QuantType, Quantization};
 pub use flux_lora::{LoraFormat, LoraMode};
 pub use flux_nn::FluxBackend;
+pub use flux_sampler::{Cache, CacheStats, MagCache, MagRatios, Sampler, Spacing};
 pub use kind::ModelKind;
 pub use memory::{MemoryPlan, ModelSizes};
 pub use pipeline::{

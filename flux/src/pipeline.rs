@@ -12,6 +12,7 @@ pub use lora::{Component, LoraReport, resolve_loras};
 pub use plan::Resolved;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use burn::tensor::DType;
 use flux_core::{Flux, FluxConfig, Quantization};
 use flux_lora::LoraMode;
 use flux_nn::FluxBackend;
+use flux_sampler::Cache;
 use flux_text::{ClipTextEncoder, ClipTokenizer, T5Encoder, T5Tokenizer};
 use flux_vae::AutoEncoder;
 use image::RgbImage;
@@ -426,7 +428,7 @@ impl<B: FluxBackend> Pipeline<B> {
         on_progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Vec<RgbImage>> {
         // The size that ran is the plan's (Kontext fits the request's aspect to its area).
-        let (values, plan) = self.run(request, on_progress)?;
+        let (values, plan, _) = self.run(request, on_progress)?;
         Ok(flux_vae::rgb8_images(
             &values,
             request.batch_size(),
@@ -447,20 +449,41 @@ impl<B: FluxBackend> Pipeline<B> {
         Ok(self.run(request, on_progress)?.0)
     }
 
-    /// Resolves the request, then encodes, denoises and decodes: the images as floats and
-    /// the plan they ran with.
+    /// Runs `request` with MagCache in calibration mode (nothing is skipped) and returns its
+    /// images and the magnitude ratios it measured, one per step of the run (diffusers'
+    /// `MagCacheConfig(calibrate=True)`): pass them back as [`flux_sampler::MagRatios::Custom`]
+    /// to cache a model whose ratios are not FLUX.1's.
+    ///
+    /// # Errors
+    /// As [`Pipeline::generate`].
+    pub fn calibrate_mag_cache(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<(Vec<RgbImage>, Vec<f32>)> {
+        let mut mag = flux_sampler::MagCache::flux(0.0);
+        mag.ratios = flux_sampler::MagRatios::Calibrate;
+        let request = request.clone().with_cache(Cache::Mag(mag));
+        let (values, plan, calibration) = self.run(&request, |_| ControlFlow::Continue(()))?;
+        let images = flux_vae::rgb8_images(&values, request.batch_size(), plan.height, plan.width);
+        Ok((images, calibration.unwrap_or_default()))
+    }
+
+    /// Resolves the request, then encodes, denoises and decodes: the images as floats, the
+    /// plan they ran with and MagCache calibration's ratios when calibrating.
     fn run(
         &self,
         request: &GenerateRequest,
         mut on_progress: impl FnMut(Progress) -> ControlFlow<()>,
-    ) -> Result<(Vec<f32>, Resolved)> {
+    ) -> Result<(Vec<f32>, Resolved, Option<Vec<f32>>)> {
         let start = Instant::now();
+        let cache_stats = Cell::new(None);
         let mut report = |stage, step, total| {
             let progress = Progress {
                 stage,
                 step,
                 total,
                 elapsed: start.elapsed(),
+                cache: cache_stats.get(),
             };
             match on_progress(progress) {
                 ControlFlow::Continue(()) => Ok(()),
@@ -482,12 +505,19 @@ impl<B: FluxBackend> Pipeline<B> {
         report(Stage::Encoding, 1, 1)?;
 
         let negative = negatives.zip(resolved.true_cfg);
-        let latents = self.denoise(request, &resolved, prompts, negative, &mut report)?;
+        let (latents, calibration) = self.denoise(
+            request,
+            &resolved,
+            prompts,
+            negative,
+            &mut report,
+            &cache_stats,
+        )?;
 
         report(Stage::Decoding, 0, 1)?;
         let images = self.decode(latents)?;
         report(Stage::Decoding, 1, 1)?;
-        Ok((images, resolved))
+        Ok((images, resolved, calibration))
     }
 
     /// Generates the request's images as diffusers' `output_type="np"` does: floats in [0, 1],

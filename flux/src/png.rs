@@ -37,6 +37,13 @@ pub struct ImageMetadata {
     /// `("mask", "mask.png")`, `("control_image", "edges.png")`, `("outpaint", "0,0,256,0")`
     /// (the CLI records its file arguments; the library knows no file names).
     pub tool_inputs: Vec<(&'static str, String)>,
+    /// The sampler, when not Euler (`dpmpp-2m`).
+    pub sampler: Option<String>,
+    /// The sigma spacing, when not FLUX's (`karras`, `exponential`, `beta`).
+    pub sigmas: Option<String>,
+    /// The step cache and its threshold (`first-block:0.12`), and the transformer calls it
+    /// computed and reused when known (`computed 14, reused 14`).
+    pub cache: Option<String>,
 }
 
 impl ImageMetadata {
@@ -62,6 +69,11 @@ impl ImageMetadata {
                 .zip(resolved.true_cfg),
             tool: resolved.variant.tool_name().map(str::to_string),
             tool_inputs: Vec::new(),
+            sampler: (resolved.sampler != flux_sampler::Sampler::Euler)
+                .then(|| resolved.sampler.to_string()),
+            sigmas: (resolved.sigmas != flux_sampler::Spacing::Flux)
+                .then(|| resolved.sigmas.to_string()),
+            cache: resolved.cache.as_ref().map(ToString::to_string),
         }
     }
 
@@ -90,6 +102,15 @@ impl ImageMetadata {
             entries.push(("tool", tool.clone()));
         }
         entries.extend(self.tool_inputs.iter().cloned());
+        if let Some(sampler) = &self.sampler {
+            entries.push(("sampler", sampler.clone()));
+        }
+        if let Some(sigmas) = &self.sigmas {
+            entries.push(("sigmas", sigmas.clone()));
+        }
+        if let Some(cache) = &self.cache {
+            entries.push(("cache", cache.clone()));
+        }
         if !self.loras.is_empty() {
             let loras: Vec<String> = self.loras.iter().map(|(n, s)| format!("{n}:{s}")).collect();
             entries.push(("loras", loras.join(", ")));

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use flux_sampler::{Cache, CacheStats, Sampler, Spacing};
 use image::DynamicImage;
 
 /// One generation call: prompts, size, sampler settings and the source of the initial noise.
@@ -70,6 +71,15 @@ pub struct GenerateRequest {
     /// prompting; the pipeline needs [`crate::PipelineBuilder::redux`]). With an empty prompt
     /// the text part is zeros, as diffusers' Redux prior without text encoders makes it.
     pub redux_images: Vec<ReduxImage>,
+    /// The solver (default Euler, FLUX's own; [`Sampler::DpmPp2m`] as diffusers'
+    /// `DPMSolverMultistepScheduler` with flow sigmas, text-to-image, Kontext and Control).
+    pub sampler: Sampler,
+    /// How the sigmas are spaced (default FLUX's shifted grid; Karras, exponential and beta
+    /// as diffusers' `use_*_sigmas`, with Euler).
+    pub sigmas: Spacing,
+    /// A step cache (First-Block Cache, MagCache, TeaCache): fewer transformer calls, at a
+    /// cost in fidelity that its threshold sets. `None`: every step computed.
+    pub cache: Option<Cache>,
 }
 
 /// One Redux image and its weights (diffusers' `prompt_embeds_scale` and
@@ -108,6 +118,9 @@ impl GenerateRequest {
             mask: None,
             control_images: Vec::new(),
             redux_images: Vec::new(),
+            sampler: Sampler::Euler,
+            sigmas: Spacing::Flux,
+            cache: None,
         }
     }
 
@@ -250,6 +263,24 @@ impl GenerateRequest {
         self
     }
 
+    /// The solver (see [`GenerateRequest::sampler`]).
+    pub fn with_sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// The sigma spacing (see [`GenerateRequest::sigmas`]).
+    pub fn with_sigmas(mut self, spacing: Spacing) -> Self {
+        self.sigmas = spacing;
+        self
+    }
+
+    /// A step cache (see [`GenerateRequest::cache`]).
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// Total number of images.
     pub fn batch_size(&self) -> usize {
         self.prompts.len() * self.images_per_prompt
@@ -284,6 +315,9 @@ pub struct Progress {
     pub total: usize,
     /// Time since the call began.
     pub elapsed: Duration,
+    /// With a step cache: the transformer calls computed and reused so far (true CFG counts
+    /// both branches' calls).
+    pub cache: Option<CacheStats>,
 }
 
 /// A strength as the f64 a user typing the same decimal into Python gets: the shortest decimal

@@ -10,3 +10,4 @@ mod gguf;
 mod half;
 mod offload;
 mod parity;
+mod stages;

@@ -4,3 +4,4 @@
 
 mod noise;
 mod sampler;
+mod schedules;

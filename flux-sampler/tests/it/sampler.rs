@@ -4,7 +4,9 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use flux_sampler::{Error, Schedule, ScheduleKind, Shift, Step, denoise, euler_step, schedule};
+use flux_sampler::{
+    Error, Sampler, Schedule, ScheduleKind, Shift, Step, denoise, euler_step, schedule,
+};
 use safetensors::SafeTensors;
 
 const CASES: [(usize, usize); 9] = [
@@ -67,7 +69,7 @@ fn diffusers_schedule_is_bit_exact() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(dev.sigmas()), bits(&reference), "{name}");
         let timesteps = fixture(&format!("diffusers_timesteps.n{steps}.seq{seq}"));
-        assert_eq!(bits(&dev.timesteps()), bits(&timesteps), "{name} timesteps");
+        assert_eq!(bits(dev.timesteps()), bits(&timesteps), "{name} timesteps");
         let schnell = Schedule::new(ScheduleKind::Diffusers, steps, seq, None).unwrap();
         let reference = fixture(&format!("diffusers_schnell.n{steps}.seq{seq}"));
         assert_eq!(bits(schnell.sigmas()), bits(&reference), "{name} schnell");
@@ -125,7 +127,7 @@ fn denoise_integrates_a_constant_flow_exactly() {
     };
     let s = Schedule::new(ScheduleKind::Bfl, 5, 4096, Some(Shift::default())).unwrap();
     let mut progress = Vec::new();
-    let out = denoise(&mut model, x1, &s, |step| {
+    let out = denoise(&mut model, x1, &s, Sampler::Euler, |step| {
         progress.push((step.index, step.total));
         ControlFlow::Continue(())
     })
@@ -147,7 +149,7 @@ fn denoise_can_be_cancelled_and_checks_shapes() {
         calls += 1;
         Ok(x.clone())
     };
-    let run = denoise(&mut model, x.clone(), &s, |step| {
+    let run = denoise(&mut model, x.clone(), &s, Sampler::Euler, |step| {
         if step.index == 2 {
             ControlFlow::Break(())
         } else {
@@ -167,7 +169,10 @@ fn denoise_can_be_cancelled_and_checks_shapes() {
     let mut wrong = |_: &Tensor<B, 3>, _: &Step| -> Result<Tensor<B, 3>, Error> {
         Ok(tensor::<B>(vec![0.0; 4], [1, 2, 2], &Default::default()))
     };
-    let err = denoise(&mut wrong, x, &s, |_| ControlFlow::Continue(())).unwrap_err();
+    let err = denoise(&mut wrong, x, &s, Sampler::Euler, |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
     assert_eq!(
         err,
         Error::VelocityShape {

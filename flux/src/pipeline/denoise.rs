@@ -1,12 +1,14 @@
 //! The denoising stage: starting latents (seeded noise, the caller's latents, or an init image
 //! noised to the first remaining step), then the Euler loop over the transformer.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData};
-use flux_core::Flux;
+use flux_core::{BranchCaches, Flux, Hidden, RopeTable};
 use flux_nn::FluxBackend;
-use flux_sampler::{NoiseDtype, Schedule, ScheduleKind, Shift, TorchGenerator};
+use flux_sampler::{CacheStats, NoiseDtype, Schedule, Shift, TorchGenerator};
 
 use super::Pipeline;
 use super::condition::Condition;
@@ -38,8 +40,8 @@ impl<B: FluxBackend> Pipeline<B> {
     }
 
     /// The schedule diffusers' `FluxPipeline` (or, with an init image, `FluxImg2ImgPipeline`)
-    /// runs: `plan.steps` shifted sigmas, of which img2img keeps those from
-    /// `img2img_start(steps, strength)` on.
+    /// runs for the plan's sampler and spacing: `plan.steps` shifted sigmas, of which img2img
+    /// keeps those from `img2img_start(steps, strength)` on.
     fn schedule(
         &self,
         r: &GenerateRequest,
@@ -47,7 +49,7 @@ impl<B: FluxBackend> Pipeline<B> {
         image_seq_len: usize,
     ) -> Result<Schedule> {
         let shift = self.kind.shifted().then(Shift::default);
-        let full = Schedule::new(ScheduleKind::Diffusers, plan.steps, image_seq_len, shift)?;
+        let full = Schedule::pipeline(plan.sampler, plan.sigmas, plan.steps, image_seq_len, shift)?;
         match &r.init_image {
             None => Ok(full),
             Some((_, strength)) => {
@@ -111,11 +113,14 @@ impl<B: FluxBackend> Pipeline<B> {
         Ok((latents, condition))
     }
 
-    /// Starting latents, then the Euler loop; returns unpacked latents `[b, 16, h/8, w/8]`.
+    /// Starting latents, then the sampler's loop; returns unpacked latents `[b, 16, h/8, w/8]`
+    /// and MagCache calibration's ratios when calibrating. With a step cache, `cache_stats`
+    /// holds its counts after every step (the progress reports carry them).
     /// The transformer sees the whole batch in one call, or chunks of `max_batch` rows.
     /// With `negative` (its encodings and the true CFG scale), every step runs the transformer
     /// on the prompts and the negative prompts as one batch and moves along
     /// `neg + scale · (pos − neg)` (diffusers' order of operations; diffusers runs two calls).
+    /// With a step cache, each of the two halves keeps its own cache state and decision.
     pub(super) fn denoise(
         &self,
         r: &GenerateRequest,
@@ -123,7 +128,8 @@ impl<B: FluxBackend> Pipeline<B> {
         (txt, pooled): Encoded<B>,
         negative: Option<(Encoded<B>, f32)>,
         report: &mut Report<'_>,
-    ) -> Result<Tensor<B, 4>> {
+        cache_stats: &Cell<Option<CacheStats>>,
+    ) -> Result<(Tensor<B, 4>, Option<Vec<f32>>)> {
         let device = &self.device;
         let [b, _, lh, lw] =
             flux_sampler::diffusers_latent_shape(plan.batch, plan.height, plan.width);
@@ -159,49 +165,77 @@ impl<B: FluxBackend> Pipeline<B> {
         };
         // At most `chunk` rows per transformer call (`PipelineBuilder::max_batch`; by default
         // one on the CPU backends, where batched calls measured slower per image, and all on
-        // GPUs). Every row shares the same ids, so one rotary table serves every full chunk.
+        // GPUs). Every row shares the same ids, so one rotary table serves every call of the
+        // same number of rows.
         let default = if B::runs_on_host() { 1 } else { rows };
         let chunk = self.max_batch.unwrap_or(default).clamp(1, rows);
-        let rope = |n: usize| -> Result<flux_core::RopeTable<B>> {
+        let mut tables: HashMap<usize, RopeTable<B>> = HashMap::new();
+        let mut rope = |n: usize| -> Result<RopeTable<B>> {
+            if let Some(table) = tables.get(&n) {
+                return Ok(table.clone());
+            }
             let img_ids = flux_core::img_ids::<B>(n, plan.height, plan.width, device)?;
             let img_ids = condition.ids(img_ids);
-            Ok(transformer.rope(flux_core::txt_ids::<B>(n, n_txt, device), img_ids)?)
+            let table = transformer.rope(flux_core::txt_ids::<B>(n, n_txt, device), img_ids)?;
+            tables.insert(n, table.clone());
+            Ok(table)
         };
-        let pe = rope(chunk)?;
-        let pe_rest = match rows % chunk {
-            0 => None,
-            rest => Some(rope(rest)?),
-        };
+        let total = schedule.num_steps();
+        let branches = if cfg.is_some() { 2 } else { 1 };
+        let mut caches = plan
+            .cache
+            .as_ref()
+            .map(|c| BranchCaches::new(c, branches, b, total));
         let mut velocity = |x: &Tensor<B, 3>, step: &flux_sampler::Step| -> Result<Tensor<B, 3>> {
             let input = match cfg {
                 Some(_) => Tensor::cat(vec![x.clone(), x.clone()], 0),
                 None => x.clone(),
             };
-            let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
-            for start in (0..rows).step_by(chunk) {
-                let n = chunk.min(rows - start);
-                let pe = match &pe_rest {
-                    Some(rest) if n < chunk => rest,
-                    _ => &pe,
-                };
-                let v = transformer.try_forward_with_rope(
-                    condition.input(input.clone().narrow(0, start, n), start, n),
-                    txt.clone().narrow(0, start, n),
-                    pe,
-                    Tensor::<B, 1>::full([n], step.t, device),
-                    pooled.clone().narrow(0, start, n),
-                    plan.guidance.map(|g| Tensor::<B, 1>::full([n], g, device)),
-                )?;
-                // Kontext's reference tokens have no velocity of their own.
-                let v = v.narrow(1, 0, n_img);
-                // A half-precision model's velocity; the latents stay in f32 between steps.
-                parts.push(v.cast(x.dtype()));
-            }
-            let v = if parts.len() == 1 {
-                parts.remove(0)
-            } else {
-                Tensor::cat(parts, 0)
+            let t = |n: usize| Tensor::<B, 1>::full([n], step.model_t, device);
+            let g = |n: usize| plan.guidance.map(|g| Tensor::<B, 1>::full([n], g, device));
+            let v = match caches.as_mut() {
+                None => {
+                    let mut parts = Vec::with_capacity(rows.div_ceil(chunk));
+                    for start in (0..rows).step_by(chunk) {
+                        let n = chunk.min(rows - start);
+                        parts.push(transformer.try_forward_with_rope(
+                            condition.input(input.clone().narrow(0, start, n), start, n),
+                            txt.clone().narrow(0, start, n),
+                            &rope(n)?,
+                            t(n),
+                            pooled.clone().narrow(0, start, n),
+                            g(n),
+                        )?);
+                    }
+                    Tensor::cat(parts, 0)
+                }
+                Some(caches) => {
+                    let h = transformer.embed(
+                        condition.input(input, 0, rows),
+                        txt.clone(),
+                        t(rows),
+                        pooled.clone(),
+                        g(rows),
+                    )?;
+                    // The blocks in chunks of at most `chunk` rows.
+                    let run = |h: Hidden<B>, blocks: std::ops::Range<usize>| -> Result<Hidden<B>> {
+                        let n = h.img.dims()[0];
+                        let mut parts = Vec::with_capacity(n.div_ceil(chunk));
+                        for start in (0..n).step_by(chunk) {
+                            let len = chunk.min(n - start);
+                            let part = h.narrow(start, len);
+                            parts.push(transformer.blocks(part, &rope(len)?, blocks.clone())?);
+                        }
+                        Ok(Hidden::cat(parts))
+                    };
+                    let img = caches.blocks(&transformer, h.clone(), run)?;
+                    cache_stats.set(Some(caches.stats()));
+                    transformer.finish(Hidden { img, ..h })
+                }
             };
+            // Kontext's reference tokens have no velocity of their own; a half-precision
+            // model's velocity is cast back: the latents stay in f32 between steps.
+            let v = v.narrow(1, 0, n_img).cast(x.dtype());
             Ok(match cfg {
                 Some(scale) => {
                     let (pos, neg) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
@@ -210,16 +244,21 @@ impl<B: FluxBackend> Pipeline<B> {
                 None => v,
             })
         };
-        let total = schedule.num_steps();
         // A cancelling report stops the loop, which returns the sampler's `Cancelled`
         // (`Error::Cancelled` once converted).
-        let latents = flux_sampler::denoise(&mut velocity, x, &schedule, |step| {
-            match report(Stage::Denoising, step.index, total) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
-            }
-        })?;
+        let latents =
+            flux_sampler::denoise(
+                &mut velocity,
+                x,
+                &schedule,
+                plan.sampler,
+                |step| match report(Stage::Denoising, step.index, total) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                },
+            )?;
         report(Stage::Denoising, total, total)?;
-        Ok(flux_core::unpack(latents, lh, lw)?)
+        let calibration = caches.as_ref().and_then(BranchCaches::calibration);
+        Ok((flux_core::unpack(latents, lh, lw)?, calibration))
     }
 }

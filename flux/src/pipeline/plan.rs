@@ -1,6 +1,7 @@
 //! Checking a request and filling in the model's defaults before any model runs.
 
 use flux_nn::FluxBackend;
+use flux_sampler::{Sampler, Spacing};
 
 use super::Pipeline;
 use crate::request::strength_as_typed;
@@ -38,6 +39,12 @@ pub struct Resolved {
     pub true_cfg: Option<f32>,
     /// One negative prompt per prompt when true CFG runs (a single one repeated), else empty.
     pub negative_prompts: Vec<String>,
+    /// The solver.
+    pub sampler: Sampler,
+    /// The sigma spacing.
+    pub sigmas: Spacing,
+    /// The step cache, if any.
+    pub cache: Option<flux_sampler::Cache>,
     /// What the request asked for that will not happen, said plainly (a negative prompt
     /// without a true CFG scale above 1 does nothing, as in diffusers).
     pub warnings: Vec<String>,
@@ -115,6 +122,7 @@ impl<B: FluxBackend> Pipeline<B> {
         }
         let loras = self.request_loras(r)?;
         let (true_cfg, negative_prompts, warnings) = true_cfg(r)?;
+        self.check_sampling(r)?;
         Ok(Resolved {
             model: self.kind,
             variant: self.variant,
@@ -128,8 +136,43 @@ impl<B: FluxBackend> Pipeline<B> {
             loras,
             true_cfg,
             negative_prompts,
+            sampler: r.sampler,
+            sigmas: r.sigmas,
+            cache: r.cache.clone(),
             warnings,
         })
+    }
+
+    /// The sampler, spacing and cache can run together on this model and request.
+    fn check_sampling(&self, r: &GenerateRequest) -> Result<()> {
+        let bad = |m: String| Err(Error::BadRequest(m));
+        if let Some(cache) = &r.cache {
+            cache.validate().map_err(Error::BadRequest)?;
+        }
+        if r.sampler == Sampler::DpmPp2m {
+            if r.sigmas != Spacing::Flux {
+                return bad(format!(
+                    "the {} sigma spacing needs the euler sampler: diffusers' DPM-Solver \
+                     spaces Karras/exponential/beta sigmas of a different noise schedule",
+                    r.sigmas
+                ));
+            }
+            if !self.kind.shifted() {
+                return bad(
+                    "dpmpp-2m needs a model with a resolution-dependent shift ([dev]); \
+                     diffusers' FluxPipeline cannot run it on [schnell] either"
+                        .into(),
+                );
+            }
+            if r.init_image.is_some() {
+                return bad(
+                    "dpmpp-2m cannot start from a partly noised image (img2img, Fill): \
+                     diffusers' DPM-Solver has no scale_noise; use euler"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,9 @@ fn png_keeps_pixels_and_metadata() {
         negative_prompt: Some(("blurry".into(), 4.0)),
         tool: Some("fill".into()),
         tool_inputs: vec![("mask", "mask.png".into())],
+        sampler: Some("dpmpp-2m".into()),
+        sigmas: Some("beta".into()),
+        cache: Some("teacache:0.4 (computed 12, reused 16)".into()),
     };
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
@@ -45,6 +48,9 @@ fn png_keeps_pixels_and_metadata() {
     assert_eq!(get("tool"), Some("fill"));
     assert_eq!(get("mask"), Some("mask.png"));
     assert_eq!(get("true_cfg"), Some("4"));
+    assert_eq!(get("sampler"), Some("dpmpp-2m"));
+    assert_eq!(get("sigmas"), Some("beta"));
+    assert_eq!(get("cache"), Some("teacache:0.4 (computed 12, reused 16)"));
     assert_eq!(
         get("loras"),
         Some("style.safetensors:0.8, turbo:v2.safetensors:1")
@@ -67,6 +73,9 @@ fn png_to_unwritable_path_is_an_error() {
         negative_prompt: None,
         tool: None,
         tool_inputs: Vec::new(),
+        sampler: None,
+        sigmas: None,
+        cache: None,
     };
     let err = save_png(&image, "/nonexistent-dir/out.png", &meta).unwrap_err();
     assert!(

@@ -4,11 +4,13 @@
 
 mod common;
 
+mod cache;
 mod img2img;
 mod io;
 mod lora;
 mod pipeline;
 mod redux;
+mod sampling;
 mod tools;
 mod true_cfg;
 mod wgpu;

@@ -45,7 +45,7 @@ impl ToolRun for Recorded {
     }
 }
 
-fn builder(transformer: Option<&str>) -> flux::PipelineBuilder<B> {
+pub(crate) fn builder(transformer: Option<&str>) -> flux::PipelineBuilder<B> {
     let files = ModelFiles::from_dir_with(fixture("tiny_pipeline"), transformer.map(fixture), None)
         .unwrap();
     Pipeline::<B>::builder()
@@ -54,7 +54,7 @@ fn builder(transformer: Option<&str>) -> flux::PipelineBuilder<B> {
         .memory(MemoryMode::Resident)
 }
 
-fn control_lora() -> std::path::PathBuf {
+pub(crate) fn control_lora() -> std::path::PathBuf {
     fixture("tools/control_lora_bfl.safetensors")
 }
 
@@ -183,7 +183,7 @@ fn fill_inputs_match_diffusers() {
 /// velocity differs by 2.7e-4 from that alone (scripts/reference/check_guidance_exp.py
 /// reproduces it inside diffusers); the images by 2.6e-5 (guidance 10) to 9.2e-5 (30), with
 /// 99.77–99.91 % identical 8-bit values. The float bar stays 1e-3.
-const HIGH_GUIDANCE_SAME: f64 = 0.997;
+pub(crate) const HIGH_GUIDANCE_SAME: f64 = 0.997;
 
 #[test]
 fn fill_reproduces_diffusers() {

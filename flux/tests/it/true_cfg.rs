@@ -1,7 +1,7 @@
 //! Negative prompts through true classifier-free guidance, against diffusers' `FluxPipeline`
 //! with `negative_prompt` and `true_cfg_scale` (fixtures: scripts/reference/gen_true_cfg.py).
 
-use crate::common::{compare, fixture, max_abs, pipeline, run};
+use crate::common::{assert_matches, compare, fixture, max_abs, pipeline, run};
 use flux::{Error, GenerateRequest, MemoryMode};
 use flux_io::Weights;
 
@@ -9,15 +9,9 @@ use flux_io::Weights;
 fn true_cfg_matches_diffusers() {
     let p = pipeline("tiny_pipeline", 32, MemoryMode::Resident);
     for name in ["dev_true_cfg", "dev_true_cfg_batch"] {
-        let run = run(name);
-        let resolved = p.resolve(&run.request).unwrap();
+        let resolved = p.resolve(&run(name).request).unwrap();
         assert!(resolved.true_cfg.is_some() && resolved.warnings.is_empty());
-        let (err, same) = compare(&p, &run);
-        eprintln!(
-            "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
-            same * 100.0
-        );
-        assert!(err <= 1e-4 && same >= 0.999, "{name}: {err} {same}");
+        assert_matches(&p, name);
     }
 }
 

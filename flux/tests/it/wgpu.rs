@@ -201,17 +201,23 @@ fn noise_is_identical_on_wgpu() {
     assert_eq!(bits(&values(on_gpu)), bits(&host));
 }
 
-/// The whole pipeline on wgpu against diffusers, fixed latents and seeded: the CPU's bars.
-#[test]
-fn pipeline_on_wgpu_matches_diffusers() {
-    let Some(device) = device() else { return };
-    let p = flux::Pipeline::<W>::builder()
+/// The tiny [dev] pipeline, resident on the wgpu device (`None` without one).
+fn tiny_pipeline() -> Option<flux::Pipeline<W>> {
+    let device = device()?;
+    let pipeline = flux::Pipeline::<W>::builder()
         .model_dir(crate::common::fixture("tiny_pipeline"))
         .t5_max_len(32)
         .memory(MemoryMode::Resident)
         .device(device)
         .build()
         .unwrap();
+    Some(pipeline)
+}
+
+/// The whole pipeline on wgpu against diffusers, fixed latents and seeded: the CPU's bars.
+#[test]
+fn pipeline_on_wgpu_matches_diffusers() {
+    let Some(p) = tiny_pipeline() else { return };
     for name in ["dev", "dev_seeded"] {
         let mut recorded = run(name);
         if name == "dev_seeded" {
@@ -224,6 +230,22 @@ fn pipeline_on_wgpu_matches_diffusers() {
             same * 100.0
         );
         assert!(err <= 1e-4 && same >= 0.999, "{name}: {err} {same}");
+    }
+}
+
+/// Samplers, spacings and step caches on wgpu: diffusers' images and the reference's
+/// decisions, call by call.
+#[test]
+fn samplers_and_caches_on_wgpu_match_diffusers() {
+    let Some(p) = tiny_pipeline() else { return };
+    for name in crate::sampling::RUNS.into_iter().chain(crate::cache::RUNS) {
+        let rec = crate::common::Recorded::open(&format!("tiny_pipeline_runs/{name}"));
+        let (out, computed) = crate::cache::generate_counting(&p, &run(name).request);
+        if rec.json["computed"].is_object() {
+            assert_eq!(computed, crate::cache::reference_computed(&rec), "{name}");
+        }
+        rec.check_images(&format!("{name} on wgpu"), &out, 0.999);
+        assert!(max_abs(&out, &rec.values("image")) <= 1e-4, "{name}");
     }
 }
 

@@ -65,6 +65,17 @@ pub fn compare<Bk: FluxBackend>(pipeline: &Pipeline<Bk>, run: &Run) -> (f32, f64
     (err, same as f64 / ours.len() as f64)
 }
 
+/// Runs the recorded run `name` and holds it to the f32 bars: max abs error ≤ 1e-4 and
+/// ≥ 99.9 % identical 8-bit values (printed as `{name}: max abs err …`).
+pub fn assert_matches<Bk: FluxBackend>(pipeline: &Pipeline<Bk>, name: &str) {
+    let (err, same) = compare(pipeline, &run(name));
+    eprintln!(
+        "{name}: max abs err {err:.2e}, identical 8-bit values {:.4}%",
+        same * 100.0
+    );
+    assert!(err <= 1e-4 && same >= 0.999, "{name}: {err} {same}");
+}
+
 /// Largest |a − b| over two equally long slices; infinite when either holds NaN or inf.
 pub use flux_testkit::max_abs_diff as max_abs;
 
@@ -134,6 +145,31 @@ impl Recorded {
         }
         if let Some(s) = j["true_cfg_scale"].as_f64() {
             r = r.with_true_cfg(s as f32);
+        }
+        match j["sampler"].as_str() {
+            None | Some("euler") => {}
+            Some("dpmpp_2m") => r = r.with_sampler(flux::Sampler::DpmPp2m),
+            Some(other) => panic!("sampler {other}"),
+        }
+        if let Some(s) = j["sigmas"].as_str() {
+            r = r.with_sigmas(s.parse().unwrap());
+        }
+        let cache = &j["cache"];
+        let threshold = cache["threshold"].as_f64().unwrap_or(0.0);
+        match cache["kind"].as_str() {
+            None => {}
+            Some("first_block_cache") => r = r.with_cache(flux::Cache::FirstBlock { threshold }),
+            Some("teacache") => r = r.with_cache(flux::Cache::Tea { threshold }),
+            Some("magcache") => {
+                let mut m = flux::MagCache::flux(threshold as f32);
+                m.max_skip_steps = cache["max_skip_steps"].as_u64().unwrap() as usize;
+                m.retention_ratio = cache["retention_ratio"].as_f64().unwrap();
+                if cache["calibrate"].as_bool() == Some(true) {
+                    m.ratios = flux::MagRatios::Calibrate;
+                }
+                r = r.with_cache(flux::Cache::Mag(m));
+            }
+            Some(other) => panic!("cache {other}"),
         }
         r
     }
