@@ -191,10 +191,7 @@ impl<B: FluxBackend> Step<B> {
                 Some(caches) => {
                     let h =
                         model.embed(x.clone(), self.txt.clone(), t, self.y.clone(), guidance)?;
-                    let img = caches.blocks(model, h.clone(), |h, blocks| {
-                        model.blocks(h, &self.pe, blocks)
-                    })?;
-                    model.finish(flux_core::Hidden { img, ..h })
+                    caches.forward(model, h, |h, blocks| model.blocks(h, &self.pe, blocks))?
                 }
             })
         };

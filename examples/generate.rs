@@ -458,11 +458,8 @@ fn save_images(
         let mut meta = ImageMetadata::new(&args.prompt, resolved);
         meta.tool_inputs = tool_inputs.to_vec();
         meta.quantization = quantization.clone();
-        if let (Some(cache), Some(stats)) = (&mut meta.cache, cache_stats) {
-            *cache = format!(
-                "{cache} (computed {}, reused {})",
-                stats.computed, stats.reused
-            );
+        if let Some(stats) = cache_stats {
+            meta.record_cache_counts(stats);
         }
         save_png(image, &path, &meta).map_err(|e| e.to_string())?;
         println!("wrote {}", path.display());

@@ -34,12 +34,12 @@ impl<B: FluxBackend> BranchCaches<B> {
         }
     }
 
-    /// The image stream after the blocks for every row of `h` ([`Flux::embed`]'s streams):
-    /// each branch's blocks run (`run(hidden, blocks)`, [`Flux::blocks`] in whatever chunks of
-    /// rows the caller likes) or its cached residual is added, as its state decides.
+    /// The velocity for every row of `h` ([`Flux::embed`]'s streams): each branch's blocks
+    /// run (`run(hidden, blocks)`, [`Flux::blocks`] in whatever chunks of rows the caller
+    /// likes) or its cached residual is added, as its state decides, then [`Flux::finish`].
     ///
     /// # Shapes
-    /// - h: `[branches · rows, …]` streams -> image stream `[branches · rows, n_img, hidden]`
+    /// - h: `[branches · rows, …]` streams -> `[branches · rows, n_img, out_channels]`
     ///
     /// # Errors
     /// `run`'s errors, and [`crate::Error::BadInput`] from TeaCache's signal on a model
@@ -47,7 +47,7 @@ impl<B: FluxBackend> BranchCaches<B> {
     ///
     /// # Panics
     /// When `h` does not hold `branches · rows` rows.
-    pub fn blocks<E: From<crate::Error>>(
+    pub fn forward<E: From<crate::Error>>(
         &mut self,
         flux: &Flux<B>,
         h: Hidden<B>,
@@ -101,11 +101,12 @@ impl<B: FluxBackend> BranchCaches<B> {
             };
             parts.push(out);
         }
-        Ok(if parts.len() == 1 {
+        let img = if parts.len() == 1 {
             parts.remove(0)
         } else {
             Tensor::cat(parts, 0)
-        })
+        };
+        Ok(flux.finish(Hidden { img, ..h }))
     }
 
     /// Calls computed and reused, over the branches.

@@ -207,11 +207,7 @@ mod tests {
             (GgmlType::BF16, 0.05),
         ] {
             let back = dequantize(ty, &quantize(ty, &x).unwrap(), x.len()).unwrap();
-            let worst = x
-                .iter()
-                .zip(&back)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let worst = flux_testkit::max_abs_diff(&x, &back);
             assert!(worst <= tol, "{ty}: worst error {worst}");
         }
     }

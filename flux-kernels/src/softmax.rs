@@ -201,7 +201,7 @@ mod tests {
             let z: f64 = src.iter().map(|&s| ((s - max) as f64).exp()).sum();
             for (i, &s) in src.iter().enumerate() {
                 let want = ((s - max) as f64).exp() / z;
-                assert!((row[i] * inv[r]) as f64 - want < 1e-6);
+                assert!(((row[i] * inv[r]) as f64 - want).abs() < 1e-6);
             }
         }
     }

@@ -276,8 +276,11 @@ fn worker(
         match engine.generate(&job.request, &mut on_progress) {
             Ok(images) => {
                 let mut meta = ImageMetadata::new(&job.prompt, &resolved);
-                if let (Some(cache), Some(c)) = (&mut meta.cache, job.status.borrow().cache) {
-                    *cache = format!("{cache} (computed {}, reused {})", c.computed, c.reused);
+                if let Some(c) = job.status.borrow().cache {
+                    meta.record_cache_counts(flux::CacheStats {
+                        computed: c.computed,
+                        reused: c.reused,
+                    });
                 }
                 let mut names = Vec::new();
                 let mut error = None;

@@ -77,6 +77,17 @@ impl ImageMetadata {
         }
     }
 
+    /// Adds a run's step-cache counts to [`ImageMetadata::cache`]
+    /// (`teacache:0.4 (computed 12, reused 16)`); nothing without a cache.
+    pub fn record_cache_counts(&mut self, stats: flux_sampler::CacheStats) {
+        if let Some(cache) = &mut self.cache {
+            *cache = format!(
+                "{cache} (computed {}, reused {})",
+                stats.computed, stats.reused
+            );
+        }
+    }
+
     /// Keyword/value pairs, in the order they are written.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         let mut entries = vec![

@@ -228,9 +228,9 @@ impl<B: FluxBackend> Pipeline<B> {
                         }
                         Ok(Hidden::cat(parts))
                     };
-                    let img = caches.blocks(&transformer, h.clone(), run)?;
+                    let v = caches.forward(&transformer, h, run)?;
                     cache_stats.set(Some(caches.stats()));
-                    transformer.finish(Hidden { img, ..h })
+                    v
                 }
             };
             // Kontext's reference tokens have no velocity of their own; a half-precision

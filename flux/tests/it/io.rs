@@ -8,7 +8,7 @@ fn png_keeps_pixels_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.png");
     let image = RgbImage::from_fn(48, 32, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 200]));
-    let meta = ImageMetadata {
+    let mut meta = ImageMetadata {
         prompt: "a café in Kyoto, 夜 🌙".into(),
         seed: 42,
         steps: 28,
@@ -26,8 +26,12 @@ fn png_keeps_pixels_and_metadata() {
         tool_inputs: vec![("mask", "mask.png".into())],
         sampler: Some("dpmpp-2m".into()),
         sigmas: Some("beta".into()),
-        cache: Some("teacache:0.4 (computed 12, reused 16)".into()),
+        cache: Some("teacache:0.4".into()),
     };
+    meta.record_cache_counts(flux::CacheStats {
+        computed: 12,
+        reused: 16,
+    });
     save_png(&image, &path, &meta).unwrap();
     let back = image::open(&path).unwrap().to_rgb8();
     assert_eq!(back, image);
