@@ -772,11 +772,10 @@ fn the_page_generates_in_a_headless_browser() {
     };
     let base = start(config(8));
     let page = format!(
-        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&sigmas=beta\
-         &cache=magcache:0.06&autostart=1"
+        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&autostart=1"
     );
     let shot = tempfile::tempdir().unwrap();
-    let run = |extra: &str| {
+    let run = |extra: &str, page: &str| {
         std::process::Command::new(chromium)
             .args([
                 "--headless",
@@ -788,26 +787,26 @@ fn the_page_generates_in_a_headless_browser() {
                 "--window-size=900,700",
                 "--virtual-time-budget=30000",
                 extra,
-                &page,
+                page,
             ])
             .output()
             .unwrap()
     };
-    let dom = String::from_utf8(run("--dump-dom").stdout).unwrap();
-    let log = dom
-        .split("<pre id=\"log\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</pre>").next())
-        .unwrap_or_else(|| panic!("no progress log in the page: {dom}"));
+    let progress_log = |dom: &str| -> String {
+        dom.split("<pre id=\"log\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</pre>").next())
+            .unwrap_or_else(|| panic!("no progress log in the page: {dom}"))
+            .to_string()
+    };
+    let dom = String::from_utf8(run("--dump-dom", &page).stdout).unwrap();
+    let log = progress_log(&dom);
     // Events carry the latest status (a watch channel): some steps may be coalesced.
     let steps: Vec<u32> = log
         .lines()
         .filter(|l| l.contains("denoising"))
         .filter_map(|l| l.split(' ').nth(2)?.split('/').next()?.parse().ok())
         .collect();
-    // MagCache at 6 steps reuses 3 calls (its decisions depend only on the step count).
-    assert!(log.contains("computed 3, reused 3"), "{log}");
-    assert!(dom.contains("beta sigmas · magcache:0.06"), "{dom}");
     assert!(
         steps.len() >= 3 && steps.windows(2).all(|w| w[0] <= w[1]),
         "the bar did not move: {log}"
@@ -817,8 +816,19 @@ fn the_page_generates_in_a_headless_browser() {
         dom.contains("<img src=\"/v1/images/img-job-"),
         "no image in the page"
     );
+    // The sampling fields from a link; the counts and settings shown. MagCache at 6 steps
+    // reuses 3 calls (its decisions depend only on the step count), and the last status keeps
+    // the final counts however the events were coalesced.
+    let cached = format!("{page}&sigmas=beta&cache=magcache:0.06");
+    let dom = String::from_utf8(run("--dump-dom", &cached).stdout).unwrap();
+    let log = progress_log(&dom);
+    assert!(
+        log.contains("done decoding 1/1 · computed 3, reused 3"),
+        "{log}"
+    );
+    assert!(dom.contains("beta sigmas · magcache:0.06"), "{dom}");
     let path = shot.path().join("page.png");
-    let out = run(&format!("--screenshot={}", path.display()));
+    let out = run(&format!("--screenshot={}", path.display()), &page);
     assert!(out.status.success());
     let screenshot = image::open(&path).unwrap();
     assert_eq!((screenshot.width(), screenshot.height()), (900, 700));
