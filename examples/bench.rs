@@ -117,6 +117,17 @@ enum Workload {
     Sampler,
     /// The torch-compatible initial noise of a square image; `--size` is its side in pixels.
     Noise,
+    /// FLUX's attention, `softmax(q kᵀ / √d) v` through the backend's kernel (on the GPU
+    /// backends the one `FLUX_GPU_ATTENTION` names), in `--dtype`; `--size` is `BxHxSxD` or
+    /// `dev` (1x24x4608x128: 1024x1024) or `kontext` (1x24x8704x128: 1024x1024 with a
+    /// 1024x1024 reference). Prints the max abs error against the f32 product formula on the
+    /// same inputs and fails above `--max-err`.
+    Attention {
+        /// The largest max abs error accepted against f32 (inputs q ~ N(0, 9), k, v ~ N(0, 1):
+        /// logits of std 3, a peaked softmax). bf16 inputs round at 2^-9 relative.
+        #[arg(long, default_value_t = 3e-2)]
+        max_err: f32,
+    },
     /// One matrix product `[m, k] · [k, n]` in `--dtype`; `--size` is `MxKxN` (FLUX.1's at
     /// 1024x1024: 4608x3072x3072 attention out, 4608x3072x9216 qkv, 4608x3072x12288 MLP up,
     /// 4608x12288x3072 MLP down). Prints GFLOP/s.
@@ -201,6 +212,7 @@ fn run<B: FluxBackend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Er
             return time_runs(args, || Ok(model.forward(ids.clone()).pooled.abs().mean()))
                 .map(drop);
         }
+        Workload::Attention { max_err } => return attention::<B>(args, max_err, device),
         Workload::Matmul => {
             let dims: Vec<usize> = args
                 .size
@@ -285,8 +297,84 @@ fn run<B: FluxBackend>(args: &Args, device: &B::Device) -> Result<(), Box<dyn Er
         | Workload::Vae
         | Workload::Sampler
         | Workload::Noise
+        | Workload::Attention { .. }
         | Workload::Matmul => {
             unreachable!("handled above")
+        }
+    }
+}
+
+/// The `attention` workload: times `B::dot_product_attention` at `--size` in `--dtype`, after
+/// checking its output against the f32 formula on the same (rounded) inputs.
+fn attention<B: FluxBackend>(
+    args: &Args,
+    max_err: f32,
+    device: &B::Device,
+) -> Result<(), Box<dyn Error>> {
+    let dims: Vec<usize> = match args.size.as_str() {
+        "dev" => vec![1, 24, 4608, 128],
+        "kontext" => vec![1, 24, 8704, 128],
+        size => size.split('x').filter_map(|d| d.parse().ok()).collect(),
+    };
+    let [b, heads, seq, d] = dims[..] else {
+        return Err(format!(
+            "--size {:?}: BxHxSxD, dev or kontext for attention",
+            args.size
+        )
+        .into());
+    };
+    let dtype = float_dtype(&args.dtype)?;
+    let normal = |std: f64| {
+        Tensor::<B, 4>::random([b, heads, seq, d], Distribution::Normal(0.0, std), device)
+            .cast(dtype)
+    };
+    let (q, k, v) = (normal(3.0), normal(1.0), normal(1.0));
+    let options = burn::tensor::ops::AttentionModuleOptions::default();
+    println!("attention [{b}, {heads}, {seq}, {d}] {dtype:?}");
+    let got = B::dot_product_attention(q.clone(), k.clone(), v.clone(), None, options);
+    let f32 = |t: &Tensor<B, 4>| t.clone().cast(FloatDType::F32);
+    // The reference, a head at a time (its f32 scores: 85 MB a head at `dev`).
+    let want = Tensor::cat(
+        (0..heads)
+            .map(|h| {
+                let head = |t: &Tensor<B, 4>| f32(t).narrow(1, h, 1);
+                let scores = head(&q).matmul(head(&k).swap_dims(2, 3)) / (d as f64).sqrt();
+                burn::tensor::activation::softmax(scores, 3).matmul(head(&v))
+            })
+            .collect(),
+        1,
+    );
+    let diff = (got.cast(FloatDType::F32) - want.clone()).abs();
+    let err: f32 = burn::tensor::ElementConversion::elem(diff.clone().max().into_scalar());
+    let mean: f32 = burn::tensor::ElementConversion::elem(diff.mean().into_scalar());
+    let scale: f32 = burn::tensor::ElementConversion::elem(want.abs().mean().into_scalar());
+    println!("max_abs_err {err:.3e} mean_abs_err {mean:.3e} (mean |out| {scale:.3e})");
+    if err.is_nan() || err > max_err {
+        return Err(format!("attention: max abs error {err:e} above {max_err:e}").into());
+    }
+    let flop = 4.0 * (b * heads * seq * seq * d) as f64;
+    gpu_attention_refusals();
+    time_runs(args, || {
+        let out = B::dot_product_attention(q.clone(), k.clone(), v.clone(), None, options);
+        Ok(out
+            .narrow(2, 0, 1)
+            .narrow(3, 0, 1)
+            .reshape([b * heads])
+            .cast(FloatDType::F32)
+            .mean())
+    })
+    .map(|ms| println!("tflops {:.2}", flop / ms / 1e9))
+}
+
+/// On the GPU backends, on stderr: the attention kernel in use (`FLUX_GPU_ATTENTION`), and any call
+/// whose flash kernel refused to launch (it ran the materialized form).
+fn gpu_attention_refusals() {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        // On stderr: stdout's last line stays `median_ms`.
+        eprintln!("gpu_attention {}", flux::nn::GpuAttention::from_env());
+        for refusal in flux::nn::GpuAttention::refusals() {
+            eprintln!("refused {refusal}");
         }
     }
 }
@@ -349,6 +437,7 @@ fn transformer<B: FluxBackend>(
         report_load(path, start, model.param_bytes());
         let step = Step::<B>::with_batch(model, size, args.batch, device)?;
         times_of(args, &step, None)?;
+        gpu_attention_refusals();
         println!("peak RSS {:.2} GB", peak_rss_gb());
         return Ok(());
     }
@@ -416,7 +505,9 @@ fn transformer<B: FluxBackend>(
             start.elapsed().as_secs_f64() * 1e3
         );
     }
-    times_of(args, &step, reused).map(drop)
+    times_of(args, &step, reused)?;
+    gpu_attention_refusals();
+    Ok(())
 }
 
 /// Whole runs of `steps` Euler steps at `size` (random f32 weights), with or without `cache`.

@@ -34,6 +34,8 @@ pub mod quant;
 
 pub use adapter::LoraAdapter;
 pub use backend::FluxBackend;
+#[cfg(feature = "cubecl")]
+pub use backend::cubecl::{ATTENTION_ENV, GpuAttention};
 pub use bytes::ParamBytes;
 pub use device::check_device;
 pub use init::{Init, Layer, LayerKind, LoadConfig, LoadOptions, Loader, LoraSlots, load_module};

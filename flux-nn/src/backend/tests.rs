@@ -133,6 +133,54 @@ fn attention_matches_burns_kernel() {
     }
 }
 
+/// The materialised form the GPU backends fall back to: whole, in groups of one and two heads
+/// (a score budget of 1 and 2 heads' worth), with a bias shared by the heads and one per head.
+#[test]
+fn materialized_attention_in_head_groups_matches_burns_kernel() {
+    type B = Flex;
+    let [b, heads, seq, d] = [2, 5, 33, 16];
+    let (q, k, v) = (
+        seeded::<B, 4>([b, heads, seq, d], 10),
+        seeded::<B, 4>([b, heads, seq, d], 11),
+        seeded::<B, 4>([b, heads, seq, d], 12),
+    );
+    let shared = seeded::<B, 4>([1, 1, seq, seq], 13);
+    let per_head = seeded::<B, 4>([b, heads, seq, seq], 14);
+    let head_bytes = b * seq * seq * 4;
+    for bias in [None, Some(shared), Some(per_head)] {
+        for (budget, scale) in [
+            (usize::MAX, None),
+            (head_bytes, Some(0.4)),
+            (2 * head_bytes + 1, None),
+        ] {
+            let options = AttentionModuleOptions {
+                scale,
+                ..Default::default()
+            };
+            let (q, k, v) = (q.clone(), k.clone(), v.clone());
+            let want = ops::attention(q.clone(), k.clone(), v.clone(), bias.clone(), options);
+            let got = ops::attention_materialized_within(
+                q,
+                k,
+                v,
+                bias.clone(),
+                options,
+                budget,
+                ops::softmax_rows,
+            );
+            close(
+                got,
+                want,
+                2e-6,
+                &format!(
+                    "materialized, budget {budget}, bias {:?}",
+                    bias.as_ref().map(|b| b.dims())
+                ),
+            );
+        }
+    }
+}
+
 /// Two streams of different lengths and widths beyond q, k, v; batch 2 with its own tables
 /// and with one table shared; one stream with a GELU tail (the single block).
 #[test]

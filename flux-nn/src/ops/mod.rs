@@ -14,8 +14,16 @@ mod precision;
 mod rope;
 
 pub(crate) use activation::{gelu_tanh, quick_gelu};
+#[cfg(feature = "cubecl")]
+pub(crate) use attention::MATERIALIZED_SCORE_BYTES;
 pub(crate) use attention::attention;
 pub use attention::attention_f32;
+#[cfg(any(test, feature = "cubecl"))]
+pub(crate) use attention::attention_materialized_within;
+#[cfg(test)]
+pub(crate) use attention::softmax_rows;
+#[cfg(feature = "cubecl")]
+pub(crate) use joint_attention::QK_NORM_EPS;
 pub use joint_attention::QkvStream;
 pub(crate) use joint_attention::{attention_and_gelu, joint_attention};
 pub(crate) use norm::{layer_norm_modulate, rms_norm};

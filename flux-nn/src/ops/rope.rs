@@ -70,6 +70,13 @@ impl<B: Backend> Rope<B> {
         self.dims
     }
 
+    /// The f32 tables with each angle twice, `[b or 1, 1, seq · d]` (cos, sin): what the
+    /// GPU kernels read.
+    #[cfg(feature = "cubecl")]
+    pub(crate) fn full_tables(&self) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
+        (&self.cos_full, &self.sin_full)
+    }
+
     /// The per-pair cos and sin tables on the host, `[b · seq · d / 2]` each.
     pub fn host_tables(&self) -> (&[f32], &[f32]) {
         (&self.host.0, &self.host.1)

@@ -14,3 +14,4 @@ mod sampling;
 mod tools;
 mod true_cfg;
 mod wgpu;
+mod wgpu_kernels;

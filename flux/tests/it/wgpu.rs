@@ -22,7 +22,7 @@ use flux_io::{SafetensorsFile, Weights};
 type W = Wgpu;
 
 /// The wgpu device, or `None` (said on stderr) where no adapter exists and CI is unset.
-fn device() -> Option<WgpuDevice> {
+pub(crate) fn device() -> Option<WgpuDevice> {
     let device = WgpuDevice::default();
     match flux::nn::check_device::<W>(&device) {
         Ok(()) => Some(device),

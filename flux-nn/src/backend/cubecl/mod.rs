@@ -1,0 +1,62 @@
+//! burn's CubeCL backends (`Wgpu`, `Cuda`, `Rocm`, Vulkan/Metal through wgpu): attention by
+//! the process's [`GpuAttention`] choice, and FLUX's fused operations as CubeCL kernels
+//! (`kernels`): the joint attention's q/k/v split with RMSNorm and RoPE in one pass per part,
+//! LayerNorm + modulation, tanh-GELU. The rest is burn's kernels.
+
+mod attention;
+mod fused;
+mod kernels;
+
+pub use attention::{ATTENTION_ENV, GpuAttention};
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::DeviceOps;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn_cubecl::cubecl::server::ComputeServer;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+
+use super::FluxBackend;
+use crate::ops::{QkvStream, Rope};
+
+impl<R, F, I, BT> FluxBackend for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    R::Server: ComputeServer,
+    R::Device: DeviceOps,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn dot_product_attention(
+        q: Tensor<Self, 4>,
+        k: Tensor<Self, 4>,
+        v: Tensor<Self, 4>,
+        bias: Option<Tensor<Self, 4>>,
+        options: AttentionModuleOptions,
+    ) -> Tensor<Self, 4> {
+        GpuAttention::from_env().attention(q, k, v, bias, options)
+    }
+
+    fn joint_attention(
+        streams: Vec<QkvStream<Self>>,
+        heads: usize,
+        rope: &Rope<Self>,
+    ) -> Tensor<Self, 3> {
+        fused::joint_attention(streams, heads, rope, |q, k, v| {
+            Self::dot_product_attention(q, k, v, None, Default::default())
+        })
+    }
+
+    fn layer_norm_modulate(
+        x: Tensor<Self, 3>,
+        scale: Tensor<Self, 3>,
+        shift: Tensor<Self, 3>,
+        eps: f64,
+    ) -> Tensor<Self, 3> {
+        fused::layer_norm_modulate(x, scale, shift, eps)
+    }
+
+    fn gelu_tanh<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        fused::gelu_tanh(x)
+    }
+}
