@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | burn-flex (`Flex`) | everything, on f32 tensors: the host kernels of `flux-kernels` | `flex` |
 //! | burn-ndarray (`NdArray`) | attention split into head groups on the host threads, quantized products and dequantization on the host | `ndarray` |
-//! | burn-cubecl (`Wgpu`, `Cuda`, ...) | joint attention (q/k/v split, RMSNorm and RoPE in one kernel a part), LayerNorm + modulation, tanh-GELU as CubeCL kernels; attention by `GpuAttention` (tensor-core flash, or materialised by head groups) | `cubecl` |
+//! | burn-cubecl (`Wgpu`, `Cuda`, ...) | CubeCL kernels: joint attention (q/k/v split, RMSNorm and RoPE in one kernel a part), LayerNorm + modulation, RMSNorm, tanh and quick GELU; attention by `GpuAttention` (tensor-core flash, or materialised by head groups with a fused softmax) | `cubecl` |
 //! | burn-autodiff (`Autodiff<B>`) | every method runs `B`'s kernel when no input tracks gradients | `autodiff` |
 //!
 //! A new kernel is an override in one of those impls (and a test against the portable

@@ -1,7 +1,7 @@
 //! The CubeCL backends' kernels on wgpu against the CPU's (burn-flex: its host kernels in f32,
 //! tested against the portable forms; the seam's portable defaults in f16): the fused joint
-//! attention (q/k/v split, RMSNorm, RoPE), LayerNorm with modulation and tanh-GELU, in f32 and
-//! f16, on shapes off the kernels' block sizes; and the attention strategies
+//! attention (q/k/v split, RMSNorm, RoPE), LayerNorm with modulation, RMSNorm, tanh-GELU and
+//! quick GELU, in f32 and f16, on shapes off the kernels' block sizes; and the attention strategies
 //! (`flux::nn::GpuAttention`), each that launches on the adapter within its dtype's bound, and
 //! the fallback taken where a flash kernel cannot launch. On lavapipe (no matrix instructions)
 //! cubek's tensor-core kernel must refuse and the call run `materialized`; the device script
@@ -165,6 +165,38 @@ fn fused_kernels_on_wgpu_match_the_portable_forms() {
         let err = max_abs(&got, &want);
         eprintln!("gelu_tanh {dtype:?}: {err:.2e}");
         assert!(err <= bound(1e-6, 4e-3), "gelu_tanh {dtype:?}: {err:e}");
+        let got = values(W::quick_gelu(on(&x, dtype)));
+        let want = values(Cpu::quick_gelu(cpu(&x)));
+        let err = max_abs(&got, &want);
+        eprintln!("quick_gelu {dtype:?}: {err:.2e}");
+        assert!(err <= bound(1e-6, 4e-3), "quick_gelu {dtype:?}: {err:e}");
+        // RMSNorm over the last dimension of a strided 3-D and a 4-D tensor (T5's and the
+        // q/k norms' shapes).
+        let norm_scale = seeded([37], 10);
+        let norm_on = Tensor::<W, 1>::from_data(norm_scale.to_data(), &device).cast(dtype);
+        let got = values(W::rms_norm(
+            on(&seeded([2, 37, 70], 11), dtype).swap_dims(1, 2),
+            norm_on.clone(),
+            1e-6,
+        ));
+        let want = values(Cpu::rms_norm(
+            cpu(&seeded([2, 37, 70], 11)).swap_dims(1, 2),
+            norm_scale.clone().cast(dtype),
+            1e-6,
+        ));
+        let err = max_abs(&got, &want);
+        eprintln!("rms_norm {dtype:?}: {err:.2e}");
+        assert!(err <= bound(5e-6, 8e-3), "rms_norm {dtype:?}: {err:e}");
+        let x4 = seeded([2, 37, 3, 10], 12).swap_dims(1, 3);
+        let got = values(W::rms_norm(
+            Tensor::<W, 4>::from_data(x4.to_data(), &device).cast(dtype),
+            norm_on,
+            1e-6,
+        ));
+        let want = values(Cpu::rms_norm(x4.cast(dtype), norm_scale.cast(dtype), 1e-6));
+        let err = max_abs(&got, &want);
+        assert!(err <= bound(5e-6, 8e-3), "rms_norm 4-D {dtype:?}: {err:e}");
+
         let wide = seeded([2, 70, 37], 2);
         let (scale, shift) = (seeded([1, 1, 70], 3), seeded([2, 1, 70], 4));
         let got = values(W::layer_norm_modulate(

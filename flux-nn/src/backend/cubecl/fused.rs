@@ -11,7 +11,8 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use super::kernels::{
-    ROW_UNITS, gelu_tanh_kernel, layer_norm_modulate_kernel, qkv_heads_kernel, softmax_rows_kernel,
+    ROW_UNITS, gelu_tanh_kernel, layer_norm_modulate_kernel, qkv_heads_kernel, quick_gelu_kernel,
+    rms_norm_kernel, softmax_rows_kernel,
 };
 use crate::ops::{QkvStream, Rope};
 
@@ -52,9 +53,14 @@ fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: &[usize], dtype: DType) ->
     )
 }
 
-/// [`gelu_tanh_kernel`] over a tensor of any shape (made contiguous first).
-pub(super) fn gelu_tanh<R, F, I, BT, const D: usize>(
+/// An activation kernel (`gelu_tanh_kernel`, `quick_gelu_kernel`): `x` and the output.
+type Activation<R> =
+    fn(&ComputeClient<R>, CubeCount, CubeDim, TensorArg<R>, TensorArg<R>, StorageType);
+
+/// `kernel` over a tensor of any shape (made contiguous first), one unit a value.
+fn activation<R, F, I, BT, const D: usize>(
     x: Tensor<CubeBackend<R, F, I, BT>, D>,
+    kernel: Activation<R>,
 ) -> Tensor<CubeBackend<R, F, I, BT>, D>
 where
     R: CubeRuntime,
@@ -75,12 +81,89 @@ where
     let cube_dim = CubeDim::new(&client, n);
     let count = calculate_cube_count_elemwise(&client, n, cube_dim);
     let dtype = x.dtype;
-    gelu_tanh_kernel::launch::<R>(
+    kernel(
         &client,
         count,
         cube_dim,
         x.into_tensor_arg(),
         out.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    wrap(out)
+}
+
+/// [`gelu_tanh_kernel`] over a tensor of any shape.
+pub(super) fn gelu_tanh<R, F, I, BT, const D: usize>(
+    x: Tensor<CubeBackend<R, F, I, BT>, D>,
+) -> Tensor<CubeBackend<R, F, I, BT>, D>
+where
+    R: CubeRuntime,
+    R::Server: ComputeServer,
+    R::Device: DeviceOps,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    activation(x, |c, n, d, x, o, t| {
+        gelu_tanh_kernel::launch::<R>(c, n, d, x, o, t)
+    })
+}
+
+/// [`quick_gelu_kernel`] over a tensor of any shape.
+pub(super) fn quick_gelu<R, F, I, BT, const D: usize>(
+    x: Tensor<CubeBackend<R, F, I, BT>, D>,
+) -> Tensor<CubeBackend<R, F, I, BT>, D>
+where
+    R: CubeRuntime,
+    R::Server: ComputeServer,
+    R::Device: DeviceOps,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    activation(x, |c, n, d, x, o, t| {
+        quick_gelu_kernel::launch::<R>(c, n, d, x, o, t)
+    })
+}
+
+/// [`rms_norm_kernel`] over the last dimension of `x` (made contiguous first), `scale`
+/// `[dim]`.
+pub(super) fn rms_norm<R, F, I, BT, const D: usize>(
+    x: Tensor<CubeBackend<R, F, I, BT>, D>,
+    scale: Tensor<CubeBackend<R, F, I, BT>, 1>,
+    eps: f64,
+) -> Tensor<CubeBackend<R, F, I, BT>, D>
+where
+    R: CubeRuntime,
+    R::Server: ComputeServer,
+    R::Device: DeviceOps,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let dims = x.dims();
+    let dim = dims[D - 1];
+    let n: usize = dims.iter().product();
+    if n == 0 || scale.dims()[0] != dim {
+        // Nothing to launch, or a mismatch the portable form reports.
+        return crate::ops::rms_norm(x, scale, eps);
+    }
+    let dtype = x.dtype();
+    let scale = raw(scale.cast(crate::float_dtype(dtype)));
+    let x = into_contiguous(raw(x));
+    let out = empty(&x, &dims, dtype);
+    let client = x.client.clone();
+    let units = (dim / 8).next_power_of_two().clamp(32, ROW_UNITS as usize);
+    let cube_dim = CubeDim::new_1d(units as u32);
+    let count = calculate_cube_count_elemwise(&client, n / dim * units, cube_dim);
+    rms_norm_kernel::launch::<R>(
+        &client,
+        count,
+        cube_dim,
+        x.into_tensor_arg(),
+        scale.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        eps as f32,
         dtype.into(),
     );
     wrap(out)
@@ -171,6 +254,15 @@ where
     }
     let b = first.qkv.dims()[0];
     let dtype = first.qkv.dtype();
+    for stream in &streams {
+        let [sb, _, width] = stream.qkv.dims();
+        assert!(
+            sb == b && stream.qkv.dtype() == dtype && width >= 3 * heads * d,
+            "joint attention streams of one batch and dtype with 3 x {heads} heads of {d}: \
+             got [{sb}, _, {width}] {:?} beside batch {b} {dtype:?}",
+            stream.qkv.dtype()
+        );
+    }
     let seq_total: usize = streams.iter().map(|s| s.qkv.dims()[1]).sum();
     let [tb, _, table_len] = rope.full_tables().0.dims();
     assert!(
@@ -189,6 +281,10 @@ where
     let mut offset = 0;
     for stream in streams {
         let seq = stream.qkv.dims()[1];
+        if seq == 0 {
+            // CUDA refuses empty launches.
+            continue;
+        }
         let count = calculate_cube_count_elemwise(&client, b * seq * heads * half, cube_dim);
         let qkv = raw(stream.qkv);
         let scales = [

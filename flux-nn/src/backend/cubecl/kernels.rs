@@ -34,6 +34,57 @@ pub(super) fn gelu_tanh_kernel<F: Float>(
     out[i] = F::cast_from(v / (minus_2u.exp() + 1.0));
 }
 
+/// CLIP's quick GELU, `x · sigmoid(1.702 x)` in f32, on a contiguous tensor.
+#[cube(launch)]
+pub(super) fn quick_gelu_kernel<F: Float>(
+    x: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[define(F)] _dtype: StorageType,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= out.len() {
+        terminate!();
+    }
+    let v = f32::cast_from(x[i]);
+    out[i] = F::cast_from(v / ((v * -1.702_f32).exp() + 1.0));
+}
+
+/// RMSNorm with a learned scale per row of a contiguous `x` viewed as `[rows, dim]`:
+/// `x / sqrt(mean(x²) + eps)` in f32, rounded to `F`, times `scale` (`[dim]`) in `F`, as the
+/// portable form computes it. One cube per row of a power of two units up to [`ROW_UNITS`].
+#[cube(launch)]
+pub(super) fn rms_norm_kernel<F: Float>(
+    x: &Tensor<F>,
+    scale: &Tensor<F>,
+    out: &mut Tensor<F>,
+    eps: f32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let dim = scale.shape(0);
+    let row = CUBE_POS;
+    if row * dim >= x.len() {
+        terminate!();
+    }
+    let base = row * dim;
+    let unit = UNIT_POS_X as usize;
+    let units = CUBE_DIM_X as usize;
+    let mut partial = SharedMemory::<f32>::new(ROW_UNITS as usize);
+    let mut sq = 0.0_f32;
+    let mut i = unit;
+    while i < dim {
+        let v = f32::cast_from(x[base + i]);
+        sq += v * v;
+        i += units;
+    }
+    let rms = (row_sum(&mut partial, sq) / dim as f32 + eps).sqrt();
+    let mut i = unit;
+    while i < dim {
+        let normed = F::cast_from(f32::cast_from(x[base + i]) / rms);
+        out[base + i] = normed * scale[i * scale.stride(0)];
+        i += units;
+    }
+}
+
 /// `LayerNorm(x) · (1 + scale) + shift` per row of `x` (`[b, seq, dim]`, any strides): mean
 /// and variance of the row in f32 (two passes, the centered sum of squares), the normalised
 /// row rounded to `F`, the modulation in `F` as the reference computes it. One cube per row

@@ -1,7 +1,8 @@
 //! burn's CubeCL backends (`Wgpu`, `Cuda`, `Rocm`, Vulkan/Metal through wgpu): attention by
-//! the process's [`GpuAttention`] choice, and FLUX's fused operations as CubeCL kernels
-//! (`kernels`): the joint attention's q/k/v split with RMSNorm and RoPE in one pass per part,
-//! LayerNorm + modulation, tanh-GELU. The rest is burn's kernels.
+//! the process's [`GpuAttention`] choice, and the fused operations as CubeCL kernels
+//! (`kernels`): FLUX's joint attention (the q/k/v split with RMSNorm and RoPE in one pass per
+//! part), LayerNorm + modulation, RMSNorm, tanh-GELU and quick GELU, the materialized
+//! attention's row softmax. The rest is burn's kernels (matmuls, elementwise arithmetic).
 
 mod attention;
 mod fused;
@@ -56,7 +57,19 @@ where
         fused::layer_norm_modulate(x, scale, shift, eps)
     }
 
+    fn rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        scale: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, D> {
+        fused::rms_norm(x, scale, eps)
+    }
+
     fn gelu_tanh<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         fused::gelu_tanh(x)
+    }
+
+    fn quick_gelu<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        fused::quick_gelu(x)
     }
 }
