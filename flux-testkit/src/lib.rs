@@ -98,6 +98,30 @@ pub fn ramp(n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `n` deterministic values in about `[-2, 2]`, a different sequence for each `seed` (a
+/// multiplicative hash of the index: no pattern a kernel's block size could align with).
+pub fn seeded(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let mut x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 29;
+            (x % 4001) as f32 / 1000.0 - 2.0
+        })
+        .collect()
+}
+
+/// Rotary cos and sin tables of `b` batches for `seq` positions and `half` pairs
+/// (`[b, seq, half]` each, flattened), angles of every size and a different set per batch.
+pub fn rope_tables(b: usize, seq: usize, half: usize) -> (Vec<f32>, Vec<f32>) {
+    let angles: Vec<f64> = (0..b * seq * half)
+        .map(|i| (i % seq) as f64 * 0.37 / (1 + i % half) as f64 + (i / (seq * half)) as f64)
+        .collect();
+    (
+        angles.iter().map(|a| a.cos() as f32).collect(),
+        angles.iter().map(|a| a.sin() as f32).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

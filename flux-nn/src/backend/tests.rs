@@ -18,23 +18,15 @@ use crate::quant::{PackedData, QuantType};
 /// Deterministic values in about [-2, 2].
 fn seeded<B: FluxBackend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let mut x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            x ^= x >> 29;
-            (x % 4001) as f32 / 1000.0 - 2.0
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    Tensor::from_data(
+        TensorData::new(flux_testkit::seeded(n, seed), shape),
+        &Default::default(),
+    )
 }
 
 /// Rotary tables of `b` batches for `seq` positions and `half` pairs.
 fn rope<B: FluxBackend>(b: usize, seq: usize, half: usize) -> Rope<B> {
-    let angles: Vec<f64> = (0..b * seq * half)
-        .map(|i| (i % seq) as f64 * 0.37 / (1 + i % half) as f64 + (i / (seq * half)) as f64)
-        .collect();
-    let cos = angles.iter().map(|a| a.cos() as f32).collect();
-    let sin = angles.iter().map(|a| a.sin() as f32).collect();
+    let (cos, sin) = flux_testkit::rope_tables(b, seq, half);
     Rope::new(cos, sin, [b, seq, half], &Default::default())
 }
 

@@ -18,12 +18,9 @@ use flux::nn::ops::{QkvStream, Rope};
 
 use crate::common::max_abs;
 use crate::wgpu::device;
+use flux_testkit::values;
 
 type W = Wgpu;
-
-fn values<Bk: burn::tensor::backend::Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().unwrap()
-}
 
 /// cubek 0.2's scalar flash kernel in f32 on lavapipe: 7.1e-4 at this shape, 850x the
 /// materialized form's error (measured; why is cubek's to say). Bound: about 2x that.
@@ -114,23 +111,15 @@ type Cpu = burn::backend::Flex;
 /// Values in about [-2, 2] on the CPU, the same on every run.
 fn seeded<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let mut x = (i ^ seed.rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            x ^= x >> 29;
-            (x % 4001) as f32 / 1000.0 - 2.0
-        })
-        .collect();
-    Tensor::from_data(burn::tensor::TensorData::new(v, shape), &Default::default())
+    Tensor::from_data(
+        burn::tensor::TensorData::new(flux_testkit::seeded(n, seed), shape),
+        &Default::default(),
+    )
 }
 
 /// Rotary tables of `b` batches (1: shared) for `seq` positions and `half` pairs.
 fn rope<Bk: FluxBackend>(b: usize, seq: usize, half: usize, device: &Bk::Device) -> Rope<Bk> {
-    let angles: Vec<f64> = (0..b * seq * half)
-        .map(|i| (i % seq) as f64 * 0.37 / (1 + i % half) as f64 + (i / (seq * half)) as f64)
-        .collect();
-    let cos = angles.iter().map(|a| a.cos() as f32).collect();
-    let sin = angles.iter().map(|a| a.sin() as f32).collect();
+    let (cos, sin) = flux_testkit::rope_tables(b, seq, half);
     Rope::new(cos, sin, [b, seq, half], device)
 }
 

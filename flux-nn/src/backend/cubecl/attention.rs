@@ -29,6 +29,7 @@ use burn_cubecl::kernel::attention::{AttentionStrategy, attention as cube_attent
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubek_attention::routines::blackbox_accelerated::BlackboxAcceleratedStrategy;
 
+use super::Cube;
 use crate::ops;
 
 /// The environment variable that picks the attention kernel of the CubeCL backends for the
@@ -188,21 +189,13 @@ impl GpuAttention {
 }
 
 /// [`GpuAttention::Materialized`]: the portable grouping with the fused row softmax.
-fn materialized<R, F, I, BT>(
-    q: Tensor<CubeBackend<R, F, I, BT>, 4>,
-    k: Tensor<CubeBackend<R, F, I, BT>, 4>,
-    v: Tensor<CubeBackend<R, F, I, BT>, 4>,
-    bias: Option<Tensor<CubeBackend<R, F, I, BT>, 4>>,
+fn materialized<B: Cube>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
     options: AttentionModuleOptions,
-) -> Tensor<CubeBackend<R, F, I, BT>, 4>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Tensor<B, 4> {
     ops::attention_materialized_within(
         q,
         k,
@@ -221,24 +214,16 @@ fn is_half(dtype: DType) -> bool {
 
 /// cubek's flash kernel on contiguous q, k, v in `dtype` (their own when `None`), the result
 /// in q's dtype.
-fn flash<R, F, I, BT>(
-    q: Tensor<CubeBackend<R, F, I, BT>, 4>,
-    k: Tensor<CubeBackend<R, F, I, BT>, 4>,
-    v: Tensor<CubeBackend<R, F, I, BT>, 4>,
+fn flash<B: Cube>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
     strategy: AttentionStrategy,
     dtype: Option<FloatDType>,
-) -> Result<Tensor<CubeBackend<R, F, I, BT>, 4>, String>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Result<Tensor<B, 4>, String> {
     let out_dtype = crate::float_dtype(q.dtype());
     let kernel_dtype = dtype.unwrap_or(out_dtype);
-    let prepare = |t: Tensor<CubeBackend<R, F, I, BT>, 4>| {
+    let prepare = |t: Tensor<B, 4>| {
         let t = if kernel_dtype == out_dtype {
             t
         } else {

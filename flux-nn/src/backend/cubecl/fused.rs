@@ -1,15 +1,15 @@
 //! Launches of the fused kernels on burn tensors of a CubeCL backend (the `FluxBackend`
 //! overrides of `super`).
 
-use burn::tensor::backend::DeviceOps;
 use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::CubeRuntime;
+use burn_cubecl::cubecl::calculate_cube_count_elemwise;
 use burn_cubecl::cubecl::prelude::*;
-use burn_cubecl::cubecl::{calculate_cube_count_elemwise, server::ComputeServer};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
+use super::Cube;
 use super::kernels::{
     ROW_UNITS, gelu_tanh_kernel, layer_norm_modulate_kernel, qkv_heads_kernel, quick_gelu_kernel,
     rms_norm_kernel, softmax_rows_kernel,
@@ -19,27 +19,11 @@ use crate::ops::{QkvStream, Rope};
 /// Rows of `d / 2` units a cube of [`qkv_heads_kernel`] holds (a cube of 256 units at d = 128).
 const QKV_UNITS: usize = 256;
 
-fn raw<R, F, I, BT, const D: usize>(t: Tensor<CubeBackend<R, F, I, BT>, D>) -> CubeTensor<R>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+fn raw<B: Cube, const D: usize>(t: Tensor<B, D>) -> CubeTensor<B::Runtime> {
     t.into_primitive().tensor()
 }
 
-fn wrap<R, F, I, BT, const D: usize>(t: CubeTensor<R>) -> Tensor<CubeBackend<R, F, I, BT>, D>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+fn wrap<B: Cube, const D: usize>(t: CubeTensor<B::Runtime>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
@@ -58,18 +42,10 @@ type Activation<R> =
     fn(&ComputeClient<R>, CubeCount, CubeDim, TensorArg<R>, TensorArg<R>, StorageType);
 
 /// `kernel` over a tensor of any shape (made contiguous first), one unit a value.
-fn activation<R, F, I, BT, const D: usize>(
-    x: Tensor<CubeBackend<R, F, I, BT>, D>,
-    kernel: Activation<R>,
-) -> Tensor<CubeBackend<R, F, I, BT>, D>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+fn activation<B: Cube, const D: usize>(
+    x: Tensor<B, D>,
+    kernel: Activation<B::Runtime>,
+) -> Tensor<B, D> {
     let dims = x.dims();
     let n: usize = dims.iter().product();
     if n == 0 {
@@ -93,54 +69,26 @@ where
 }
 
 /// [`gelu_tanh_kernel`] over a tensor of any shape.
-pub(super) fn gelu_tanh<R, F, I, BT, const D: usize>(
-    x: Tensor<CubeBackend<R, F, I, BT>, D>,
-) -> Tensor<CubeBackend<R, F, I, BT>, D>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+pub(super) fn gelu_tanh<B: Cube, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation(x, |c, n, d, x, o, t| {
-        gelu_tanh_kernel::launch::<R>(c, n, d, x, o, t)
+        gelu_tanh_kernel::launch::<B::Runtime>(c, n, d, x, o, t)
     })
 }
 
 /// [`quick_gelu_kernel`] over a tensor of any shape.
-pub(super) fn quick_gelu<R, F, I, BT, const D: usize>(
-    x: Tensor<CubeBackend<R, F, I, BT>, D>,
-) -> Tensor<CubeBackend<R, F, I, BT>, D>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+pub(super) fn quick_gelu<B: Cube, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation(x, |c, n, d, x, o, t| {
-        quick_gelu_kernel::launch::<R>(c, n, d, x, o, t)
+        quick_gelu_kernel::launch::<B::Runtime>(c, n, d, x, o, t)
     })
 }
 
 /// [`rms_norm_kernel`] over the last dimension of `x` (made contiguous first), `scale`
 /// `[dim]`.
-pub(super) fn rms_norm<R, F, I, BT, const D: usize>(
-    x: Tensor<CubeBackend<R, F, I, BT>, D>,
-    scale: Tensor<CubeBackend<R, F, I, BT>, 1>,
+pub(super) fn rms_norm<B: Cube, const D: usize>(
+    x: Tensor<B, D>,
+    scale: Tensor<B, 1>,
     eps: f64,
-) -> Tensor<CubeBackend<R, F, I, BT>, D>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Tensor<B, D> {
     let dims = x.dims();
     let dim = dims[D - 1];
     let n: usize = dims.iter().product();
@@ -156,7 +104,7 @@ where
     let units = (dim / 8).next_power_of_two().clamp(32, ROW_UNITS as usize);
     let cube_dim = CubeDim::new_1d(units as u32);
     let count = calculate_cube_count_elemwise(&client, n / dim * units, cube_dim);
-    rms_norm_kernel::launch::<R>(
+    rms_norm_kernel::launch::<B::Runtime>(
         &client,
         count,
         cube_dim,
@@ -170,27 +118,19 @@ where
 }
 
 /// [`layer_norm_modulate_kernel`]: x `[b, seq, dim]`, scale and shift `[b or 1, 1, dim]`.
-pub(super) fn layer_norm_modulate<R, F, I, BT>(
-    x: Tensor<CubeBackend<R, F, I, BT>, 3>,
-    scale: Tensor<CubeBackend<R, F, I, BT>, 3>,
-    shift: Tensor<CubeBackend<R, F, I, BT>, 3>,
+pub(super) fn layer_norm_modulate<B: Cube>(
+    x: Tensor<B, 3>,
+    scale: Tensor<B, 3>,
+    shift: Tensor<B, 3>,
     eps: f64,
-) -> Tensor<CubeBackend<R, F, I, BT>, 3>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Tensor<B, 3> {
     let [b, seq, dim] = x.dims();
     if b * seq * dim == 0 {
         return x;
     }
     let dtype = x.dtype();
     // The modulation in the activations' dtype, broadcast over the batch where shared.
-    let per_batch = |t: Tensor<CubeBackend<R, F, I, BT>, 3>| {
+    let per_batch = |t: Tensor<B, 3>| {
         let t = t.cast(crate::float_dtype(dtype));
         if t.dims()[0] == b {
             t
@@ -206,7 +146,7 @@ where
     let units = (dim / 8).next_power_of_two().clamp(32, ROW_UNITS as usize);
     let cube_dim = CubeDim::new_1d(units as u32);
     let count = calculate_cube_count_elemwise(&client, b * seq * units, cube_dim);
-    layer_norm_modulate_kernel::launch::<R>(
+    layer_norm_modulate_kernel::launch::<B::Runtime>(
         &client,
         count,
         cube_dim,
@@ -226,24 +166,12 @@ where
 ///
 /// # Shapes
 /// As [`crate::FluxBackend::joint_attention`].
-pub(super) fn joint_attention<R, F, I, BT>(
-    streams: Vec<QkvStream<CubeBackend<R, F, I, BT>>>,
+pub(super) fn joint_attention<B: Cube>(
+    streams: Vec<QkvStream<B>>,
     heads: usize,
-    rope: &Rope<CubeBackend<R, F, I, BT>>,
-    attention: impl FnOnce(
-        Tensor<CubeBackend<R, F, I, BT>, 4>,
-        Tensor<CubeBackend<R, F, I, BT>, 4>,
-        Tensor<CubeBackend<R, F, I, BT>, 4>,
-    ) -> Tensor<CubeBackend<R, F, I, BT>, 4>,
-) -> Tensor<CubeBackend<R, F, I, BT>, 3>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+    rope: &Rope<B>,
+    attention: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Tensor<B, 3> {
     let first = streams
         .first()
         .expect("joint attention of at least one stream");
@@ -270,7 +198,7 @@ where
         "rotary tables [{tb}, 1, {table_len}] for {b} x {seq_total} positions of {d}"
     );
     let like = raw(first.qkv.clone());
-    let parts: [CubeTensor<R>; 3] =
+    let parts: [CubeTensor<B::Runtime>; 3] =
         std::array::from_fn(|_| empty(&like, &[b, heads, seq_total, d], dtype));
     let (cos, sin) = rope.full_tables();
     let (cos, sin) = (raw(cos.clone()), raw(sin.clone()));
@@ -293,7 +221,7 @@ where
         ];
         for (part, out) in parts.iter().enumerate() {
             let scale = scales[part.min(1)].clone();
-            qkv_heads_kernel::launch::<R>(
+            qkv_heads_kernel::launch::<B::Runtime>(
                 &client,
                 count.clone(),
                 cube_dim,
@@ -320,18 +248,10 @@ where
 
 /// [`softmax_rows_kernel`]: f32 scores `[b, heads, seq_q, seq_kv]` to probabilities in
 /// `dtype`.
-pub(super) fn softmax_rows<R, F, I, BT>(
-    scores: Tensor<CubeBackend<R, F, I, BT>, 4>,
+pub(super) fn softmax_rows<B: Cube>(
+    scores: Tensor<B, 4>,
     dtype: burn::tensor::FloatDType,
-) -> Tensor<CubeBackend<R, F, I, BT>, 4>
-where
-    R: CubeRuntime,
-    R::Server: ComputeServer,
-    R::Device: DeviceOps,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Tensor<B, 4> {
     let dims = scores.dims();
     let n = dims[3];
     let rows = dims[0] * dims[1] * dims[2];
@@ -346,7 +266,7 @@ where
     let cube_dim = CubeDim::new_1d(units as u32);
     let count = calculate_cube_count_elemwise(&client, rows * units, cube_dim);
     let in_dtype = scores.dtype;
-    softmax_rows_kernel::launch::<R>(
+    softmax_rows_kernel::launch::<B::Runtime>(
         &client,
         count,
         cube_dim,

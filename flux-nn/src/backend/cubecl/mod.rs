@@ -14,10 +14,32 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::DeviceOps;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn_cubecl::cubecl::server::ComputeServer;
+use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use super::FluxBackend;
 use crate::ops::{QkvStream, Rope};
+
+/// A `CubeBackend` named by one bound: its float tensors are `CubeTensor`s of its runtime
+/// (the bounds every kernel launch here needs, written once).
+pub(crate) trait Cube:
+    FluxBackend<FloatTensorPrimitive = CubeTensor<Self::Runtime>>
+{
+    /// The CubeCL runtime (CUDA, wgpu, ...).
+    type Runtime: CubeRuntime;
+}
+
+impl<R, F, I, BT> Cube for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    R::Server: ComputeServer,
+    R::Device: DeviceOps,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type Runtime = R;
+}
 
 impl<R, F, I, BT> FluxBackend for CubeBackend<R, F, I, BT>
 where
