@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -161,6 +160,13 @@ async fn models(app: Shared) -> Json<serde_json::Value> {
 /// that a client still sending gets its 413 instead of a connection reset under its write
 /// (closing a socket with unread data resets it); larger ones are cut off.
 const DRAIN_LIMIT: usize = 1 << 20;
+
+/// Reads `body` to its end, keeping nothing.
+async fn discard(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    while let Some(Ok(_)) = stream.next().await {}
+}
 
 /// A JSON body within the limit, parsed, every failure a 4xx JSON error.
 async fn json_body(app: &App, body: Body) -> Result<GenerationRequest, ApiError> {
@@ -420,8 +426,26 @@ const STRING_FIELDS: &[&str] = &[
 async fn edits(
     app: Shared,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Json<ImagesResponse>, ApiError> {
+    let limit = app.config.upload_limit;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared.filter(|&len| len > limit) {
+        // Read a moderately oversized upload to its end before answering, so that a client
+        // still sending gets the 413 rather than a reset under its write (as `json_body`).
+        if len <= limit.saturating_mul(2).max(DRAIN_LIMIT) {
+            discard(request.into_body()).await;
+        }
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the upload is {len} bytes, larger than this server's {limit}"),
+        ));
+    }
+    let multipart = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await;
     let mut multipart = multipart.map_err(|e| ApiError::invalid("body", e.body_text()))?;
     // The text fields become a generations body, so both routes take the same fields and
     // check them the same way (numbers exactly: a seed keeps all 64 bits).
