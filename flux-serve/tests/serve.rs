@@ -772,9 +772,14 @@ fn the_page_generates_in_a_headless_browser() {
         return;
     };
     let base = start(config(8));
-    let page = format!(
-        "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps=6&seed=3&autostart=1"
-    );
+    // 24 steps: the page subscribes to the events after the job has started, and on the tiny
+    // pipeline a 6-step job was at step 4 by then (a fresh-clone CI failure: two steps seen).
+    let link = |steps: u32| {
+        format!(
+            "{base}/?prompt=a%20cat%20in%20a%20tiny%20hat&size=64x48&steps={steps}&seed=3&autostart=1"
+        )
+    };
+    let page = link(24);
     let shot = tempfile::tempdir().unwrap();
     let run = |extra: &str, page: &str| {
         std::process::Command::new(chromium)
@@ -820,7 +825,7 @@ fn the_page_generates_in_a_headless_browser() {
     // The sampling fields from a link; the counts and settings shown. MagCache at 6 steps
     // reuses 3 calls (its decisions depend only on the step count), and the last status keeps
     // the final counts however the events were coalesced.
-    let cached = format!("{page}&sigmas=beta&cache=magcache:0.06");
+    let cached = format!("{}&sigmas=beta&cache=magcache:0.06", link(6));
     let dom = String::from_utf8(run("--dump-dom", &cached).stdout).unwrap();
     let log = progress_log(&dom);
     assert!(
